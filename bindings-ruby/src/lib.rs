@@ -1,0 +1,1 @@
+//! Ruby binding (magnus): filled by the Ruby issue.

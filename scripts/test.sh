@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test: setup, then formatting, clippy, a build of the whole workspace (engine and both
+# bindings) and the tests against the local RabbitMQ.
+# Extra arguments go to `cargo test`: `scripts/test.sh recovery` runs only the tests matching "recovery".
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bash "$CLEATS_ROOT/scripts/setup.sh"
+cleats_env
+cd "$CLEATS_ROOT"
+
+say "cargo fmt --all --check"
+cargo fmt --all --check
+say "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+say "cargo build --workspace"
+cargo build --workspace
+say "cargo test --workspace${*:+ $*}"
+cargo test --workspace "$@"
+say "all tests passed"
