@@ -1,0 +1,341 @@
+//! The task that owns one worker's channel: it receives deliveries and hands them to the pool,
+//! records them for acknowledgement, applies settlements in batches, and cancels and closes the
+//! channel on stop. All frames for the channel leave from here, so ordering is the channel's.
+
+use crate::delivery::Delivery;
+use crate::settle::{AckTracker, Action, WireOp};
+use crate::worker::{split_tag, versioned_tag, Command, SessionLink, Worker};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicNackOptions, BasicPublishOptions, BasicRejectOptions,
+};
+use lapin::{Channel, Confirmation, Consumer};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Why the task ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// Closed on request (graceful stop).
+    Closed,
+    /// The channel or connection failed: recovery should take over.
+    Lost(String),
+}
+
+enum Sent {
+    Done,
+    /// A republish was confirmed: ack the original now.
+    AckAfterRepublish(u64),
+    /// The broker refused the republish: put the original back.
+    RepublishRefused(u64),
+}
+
+type PendingOp = Pin<Box<dyn Future<Output = Result<Sent, lapin::Error>> + Send>>;
+
+pub(crate) struct ChannelTask {
+    pub(crate) worker: Worker,
+    pub(crate) link: Arc<SessionLink>,
+    pub(crate) channel: Channel,
+    pub(crate) consumer: Consumer,
+    pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    tracker: AckTracker,
+    pending: FuturesUnordered<PendingOp>,
+    idle_waiters: Vec<oneshot::Sender<()>>,
+    consuming: bool,
+    cancelled: bool,
+    wire: Vec<WireOp>,
+}
+
+impl ChannelTask {
+    pub(crate) fn new(
+        worker: Worker,
+        link: Arc<SessionLink>,
+        channel: Channel,
+        consumer: Consumer,
+        commands: mpsc::UnboundedReceiver<Command>,
+    ) -> Self {
+        ChannelTask {
+            worker,
+            link,
+            channel,
+            consumer,
+            commands,
+            tracker: AckTracker::default(),
+            pending: FuturesUnordered::new(),
+            idle_waiters: Vec::new(),
+            consuming: true,
+            cancelled: false,
+            wire: Vec::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self) -> Ended {
+        let ended = self.run_loop().await;
+        self.link.kill();
+        ended
+    }
+
+    async fn run_loop(&mut self) -> Ended {
+        loop {
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => {
+                    let Some(command) = command else { return Ended::Closed };
+                    if let Some(reply) = self.handle(command).await {
+                        return self.close(reply).await;
+                    }
+                    // Everything settled meanwhile goes out in this batch.
+                    while let Ok(command) = self.commands.try_recv() {
+                        if let Some(reply) = self.handle(command).await {
+                            return self.close(reply).await;
+                        }
+                    }
+                    self.tracker.flush_acks(&mut self.wire);
+                    self.send_wire();
+                }
+                Some(result) = self.pending.next(), if !self.pending.is_empty() => {
+                    if let Err(reason) = self.finished(result) {
+                        return Ended::Lost(reason);
+                    }
+                }
+                next = self.consumer.next(), if self.consuming => match next {
+                    Some(Ok(delivery)) => self.deliver(delivery).await,
+                    Some(Err(e)) => return Ended::Lost(format!("consumer of '{}' failed: {e}", self.queue())),
+                    None if self.cancelled => self.consuming = false,
+                    None => return Ended::Lost(format!(
+                        "the broker cancelled the consumer of '{}' (queue deleted?)", self.queue()
+                    )),
+                },
+            }
+            if self.tracker.in_flight() == 0 {
+                for waiter in self.idle_waiters.drain(..) {
+                    let _ = waiter.send(());
+                }
+            }
+        }
+    }
+
+    fn queue(&self) -> &str {
+        &self.worker.config().queue.name
+    }
+
+    async fn deliver(&mut self, d: lapin::message::Delivery) {
+        let ack = self.worker.config().ack;
+        let wire_tag = d.delivery_tag;
+        if ack {
+            self.tracker.delivered(wire_tag);
+        }
+        if self.cancelled && ack {
+            // Arrived after basic.cancel: nobody will work on it.
+            self.apply(Action::Nack {
+                tag: wire_tag,
+                multiple: false,
+                requeue: true,
+            });
+            self.send_wire();
+            return;
+        }
+        let tag = self.consumer.tag();
+        let mut delivery = Delivery::new(d, tag.as_str(), self.worker.clone(), self.link.clone());
+        delivery.info.delivery_tag = versioned_tag(self.link.generation, wire_tag);
+        self.worker.pool().push(delivery).await;
+    }
+
+    /// Returns the reply channel when the command asks to close.
+    async fn handle(&mut self, command: Command) -> Option<oneshot::Sender<usize>> {
+        match command {
+            Command::Apply(action) => {
+                let (generation, _) = split_tag(tag_of(&action));
+                if generation == self.link.generation {
+                    self.apply(unversion(action));
+                }
+            }
+            Command::Cancel(reply) => {
+                if !self.cancelled {
+                    self.cancelled = true;
+                    let tag = self.consumer.tag();
+                    if let Err(e) = self
+                        .channel
+                        .basic_cancel(tag, BasicCancelOptions::default())
+                        .await
+                    {
+                        log::warn!("{}: basic.cancel failed: {e}", self.queue());
+                        self.consuming = false;
+                    }
+                }
+                let _ = reply.send(());
+            }
+            Command::WhenIdle(reply) => self.idle_waiters.push(reply),
+            Command::Close(reply) => return Some(reply),
+        }
+        None
+    }
+
+    fn apply(&mut self, action: Action) {
+        if let Action::RepublishThenAck { tag, republish } = action {
+            if !self.tracker.apply(
+                &Action::RepublishThenAck {
+                    tag,
+                    republish: republish.clone(),
+                },
+                &mut self.wire,
+            ) {
+                return;
+            }
+            let channel = self.channel.clone();
+            self.pending.push(Box::pin(async move {
+                let confirm = channel
+                    .basic_publish(
+                        republish.exchange.as_str().into(),
+                        republish.routing_key.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &republish.body,
+                        republish.properties.to_lapin(),
+                    )
+                    .await?
+                    .await?;
+                Ok(match confirm {
+                    Confirmation::Nack(_) => Sent::RepublishRefused(tag),
+                    _ => Sent::AckAfterRepublish(tag),
+                })
+            }));
+            return;
+        }
+        if !self.tracker.apply(&action, &mut self.wire) {
+            log::debug!(
+                "{}: {action:?} for a message already settled; ignored",
+                self.queue()
+            );
+        }
+    }
+
+    fn finished(&mut self, result: Result<Sent, lapin::Error>) -> Result<(), String> {
+        match result {
+            Ok(Sent::Done) => {}
+            Ok(Sent::AckAfterRepublish(tag)) => {
+                self.apply(Action::Ack {
+                    tag,
+                    multiple: false,
+                });
+                self.tracker.flush_acks(&mut self.wire);
+                self.send_wire();
+            }
+            Ok(Sent::RepublishRefused(tag)) => {
+                log::error!(
+                    "{}: the broker refused the message for the error queue; requeueing it",
+                    self.queue()
+                );
+                self.apply(Action::Nack {
+                    tag,
+                    multiple: false,
+                    requeue: true,
+                });
+                self.send_wire();
+            }
+            Err(e) => return Err(format!("channel of '{}' failed: {e}", self.queue())),
+        }
+        Ok(())
+    }
+
+    /// Queues the collected frames. Each is written by lapin's I/O loop; we only collect the
+    /// results so a failure surfaces, and never wait for one before sending the next.
+    fn send_wire(&mut self) {
+        for op in self.wire.drain(..) {
+            let channel = self.channel.clone();
+            self.pending.push(Box::pin(async move {
+                match op {
+                    WireOp::Ack { tag, multiple } => {
+                        channel.basic_ack(tag, BasicAckOptions { multiple }).await?
+                    }
+                    WireOp::Reject { tag, requeue } => {
+                        channel
+                            .basic_reject(tag, BasicRejectOptions { requeue })
+                            .await?
+                    }
+                    WireOp::Nack {
+                        tag,
+                        multiple,
+                        requeue,
+                    } => {
+                        channel
+                            .basic_nack(tag, BasicNackOptions { multiple, requeue })
+                            .await?
+                    }
+                }
+                Ok(Sent::Done)
+            }));
+        }
+    }
+
+    /// Requeues work still in progress, waits for the frames in flight, closes the channel.
+    async fn close(&mut self, reply: oneshot::Sender<usize>) -> Ended {
+        self.tracker.flush_acks(&mut self.wire);
+        let unfinished = self.tracker.take_in_flight();
+        for tag in &unfinished {
+            self.wire.push(WireOp::Nack {
+                tag: *tag,
+                multiple: false,
+                requeue: true,
+            });
+        }
+        self.send_wire();
+        let flush = async {
+            while let Some(result) = self.pending.next().await {
+                if let Err(e) = result {
+                    log::warn!("{}: while closing: {e}", self.worker.config().queue.name);
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), flush).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.channel.close(200, "cleats: stopping".into()),
+        )
+        .await;
+        let _ = reply.send(unfinished.len());
+        Ended::Closed
+    }
+}
+
+fn tag_of(action: &Action) -> u64 {
+    match action {
+        Action::Ack { tag, .. }
+        | Action::Reject { tag, .. }
+        | Action::Nack { tag, .. }
+        | Action::Noop { tag }
+        | Action::RepublishThenAck { tag, .. } => *tag,
+    }
+}
+
+/// The same action with the wire tag (generation bits removed).
+fn unversion(action: Action) -> Action {
+    let wire = |tag: u64| split_tag(tag).1;
+    match action {
+        Action::Ack { tag, multiple } => Action::Ack {
+            tag: wire(tag),
+            multiple,
+        },
+        Action::Reject { tag, requeue } => Action::Reject {
+            tag: wire(tag),
+            requeue,
+        },
+        Action::Nack {
+            tag,
+            multiple,
+            requeue,
+        } => Action::Nack {
+            tag: wire(tag),
+            multiple,
+            requeue,
+        },
+        Action::Noop { tag } => Action::Noop { tag: wire(tag) },
+        Action::RepublishThenAck { tag, republish } => Action::RepublishThenAck {
+            tag: wire(tag),
+            republish,
+        },
+    }
+}
