@@ -48,11 +48,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = worker.pool().spawn_rust_threads(move |d| {
         let body: serde_json::Value = serde_json::from_slice(&d.body).unwrap_or_default();
         let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % 1000 == 0 {
+        if n.is_multiple_of(1000) {
             println!("  processed {n} (last: {})", body["email"]);
         }
         match body["id"].as_u64() {
-            Some(id) if id % 100 == 0 => Outcome::Reject,
+            Some(id) if id.is_multiple_of(100) => Outcome::Reject,
             Some(_) => Outcome::Ack,
             None => Outcome::Error(Default::default()),
         }

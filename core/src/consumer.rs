@@ -148,9 +148,9 @@ impl ChannelTask {
     async fn handle(&mut self, command: Command) -> Option<oneshot::Sender<usize>> {
         match command {
             Command::Apply(action) => {
-                let (generation, _) = split_tag(tag_of(&action));
+                let (generation, wire_tag) = split_tag(action.tag());
                 if generation == self.link.generation {
-                    self.apply(unversion(action));
+                    self.apply(action.with_tag(wire_tag));
                 }
             }
             Command::Cancel(reply) => {
@@ -298,44 +298,5 @@ impl ChannelTask {
         .await;
         let _ = reply.send(unfinished.len());
         Ended::Closed
-    }
-}
-
-fn tag_of(action: &Action) -> u64 {
-    match action {
-        Action::Ack { tag, .. }
-        | Action::Reject { tag, .. }
-        | Action::Nack { tag, .. }
-        | Action::Noop { tag }
-        | Action::RepublishThenAck { tag, .. } => *tag,
-    }
-}
-
-/// The same action with the wire tag (generation bits removed).
-fn unversion(action: Action) -> Action {
-    let wire = |tag: u64| split_tag(tag).1;
-    match action {
-        Action::Ack { tag, multiple } => Action::Ack {
-            tag: wire(tag),
-            multiple,
-        },
-        Action::Reject { tag, requeue } => Action::Reject {
-            tag: wire(tag),
-            requeue,
-        },
-        Action::Nack {
-            tag,
-            multiple,
-            requeue,
-        } => Action::Nack {
-            tag: wire(tag),
-            multiple,
-            requeue,
-        },
-        Action::Noop { tag } => Action::Noop { tag: wire(tag) },
-        Action::RepublishThenAck { tag, republish } => Action::RepublishThenAck {
-            tag: wire(tag),
-            republish,
-        },
     }
 }

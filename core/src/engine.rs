@@ -50,6 +50,9 @@ pub struct StopReport {
     pub requeued: usize,
 }
 
+/// A broker that accepts the connection but never answers must not hang start or recovery.
+const SESSION_SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 struct StopRequest {
     deadline: Instant,
     reply: oneshot::Sender<StopReport>,
@@ -94,12 +97,7 @@ impl Engine {
     pub fn new(global: &Options) -> Result<Self> {
         let merged = merge_layers(&[global]);
         let config = EngineConfig::from_options(&merged)?;
-        for (key, suggestion) in crate::config::unknown_options(global) {
-            match suggestion {
-                Some(s) => log::warn!("unknown option `{key}` is ignored; did you mean `{s}`?"),
-                None => log::warn!("unknown option `{key}` is ignored"),
-            }
-        }
+        warn_unknown(global);
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 guard: ProcessGuard::new(),
@@ -265,6 +263,15 @@ impl Drop for EngineInner {
     }
 }
 
+fn warn_unknown(layer: &Options) {
+    for (key, suggestion) in crate::config::unknown_options(layer) {
+        match suggestion {
+            Some(s) => log::warn!("unknown option `{key}` is ignored; did you mean `{s}`?"),
+            None => log::warn!("unknown option `{key}` is ignored"),
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -424,7 +431,12 @@ async fn supervise(
     };
     loop {
         let opened = tokio::select! {
-            s = open_session(&inner, generation) => s,
+            s = tokio::time::timeout(SESSION_SETUP_TIMEOUT, open_session(&inner, generation)) => {
+                s.unwrap_or_else(|_| Err(Error::Timeout {
+                    operation: "connecting and declaring the topology".into(),
+                    seconds: SESSION_SETUP_TIMEOUT.as_secs_f64(),
+                }))
+            }
             request = stop_rx.recv() => {
                 return finish(&inner, request, StopReport { drained: true, requeued: 0 });
             }

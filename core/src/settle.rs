@@ -68,6 +68,31 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The delivery tag the action settles.
+    pub fn tag(&self) -> u64 {
+        match self {
+            Action::Ack { tag, .. }
+            | Action::Reject { tag, .. }
+            | Action::Nack { tag, .. }
+            | Action::Noop { tag }
+            | Action::RepublishThenAck { tag, .. } => *tag,
+        }
+    }
+
+    /// The same action for another tag.
+    pub(crate) fn with_tag(mut self, new: u64) -> Action {
+        match &mut self {
+            Action::Ack { tag, .. }
+            | Action::Reject { tag, .. }
+            | Action::Nack { tag, .. }
+            | Action::Noop { tag }
+            | Action::RepublishThenAck { tag, .. } => *tag = new,
+        }
+        self
+    }
+}
+
 /// A message to publish on the consuming channel before acking the original.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Republish {

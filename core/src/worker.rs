@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::handlers;
 use crate::metrics::{MetricNames, MetricsSnapshot, WorkerMetrics};
 use crate::pool::Pool;
-use crate::runtime;
+use crate::runtime::{self, ProcessGuard};
 use crate::settle::{Action, Outcome, Settled};
 use crate::topology::{self, Declaration};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +36,7 @@ pub struct Worker {
 
 #[derive(Debug)]
 struct WorkerInner {
+    guard: ProcessGuard,
     config: WorkerConfig,
     names: MetricNames,
     metrics: WorkerMetrics,
@@ -49,6 +50,7 @@ impl Worker {
     pub(crate) fn new(config: WorkerConfig, pool: Pool) -> Self {
         Worker {
             inner: Arc::new(WorkerInner {
+                guard: ProcessGuard::new(),
                 names: MetricNames::new(&config.name),
                 config,
                 metrics: WorkerMetrics::default(),
@@ -84,6 +86,7 @@ impl Worker {
     }
 
     pub(crate) fn settle(&self, delivery: &Delivery, outcome: Outcome) -> Result<Settled> {
+        self.inner.guard.check()?;
         let elapsed = delivery.started.elapsed();
         if self.inner.config.ack {
             if let Some(action) = handlers::actions(&self.inner.config.handler, delivery, &outcome)
@@ -101,16 +104,9 @@ impl Worker {
     /// A tag from a connection that has since been lost is ignored: the broker has requeued
     /// that message already.
     pub fn apply(&self, action: Action) -> Result<()> {
-        let tag = match &action {
-            Action::Ack { tag, .. }
-            | Action::Reject { tag, .. }
-            | Action::Nack { tag, .. }
-            | Action::Noop { tag }
-            | Action::RepublishThenAck { tag, .. } => *tag,
-        };
-        let link = self.current_link();
-        match link {
-            Some(link) if link.generation == split_tag(tag).0 => {
+        self.inner.guard.check()?;
+        match self.current_link() {
+            Some(link) if link.generation == split_tag(action.tag()).0 => {
                 link.send(Command::Apply(action));
             }
             _ => log::debug!(
@@ -124,6 +120,7 @@ impl Worker {
     /// Declares an exchange, queue or binding now (when connected) and again after every
     /// reconnection: what a custom handler's `channel.exchange/queue` and `queue.bind` do.
     pub fn declare(&self, declaration: Declaration) -> Result<()> {
+        self.inner.guard.check()?;
         if let Some(link) = self.current_link() {
             let conn = link.connection.clone();
             let item = declaration.clone();
