@@ -29,9 +29,11 @@ use tokio::time::Instant;
 pub enum Status {
     /// Workers may be added.
     Idle,
-    /// Consuming through the broker at this (redacted) URI.
+    /// Consuming through the broker at this (redacted) URI. `generation` counts connections:
+    /// 0 for the first, one more after each recovery.
     Connected {
         broker: String,
+        generation: u64,
     },
     /// The connection was lost; reconnecting.
     Recovering {
@@ -467,6 +469,7 @@ async fn supervise(
                 }
                 inner.status.send_replace(Status::Connected {
                     broker: session.broker.clone(),
+                    generation,
                 });
                 attempt = 0;
                 tokio::select! {
