@@ -3,7 +3,7 @@
 //! confirms arrive in batches; a publish during connection loss waits for a new connection
 //! (within `publish_timeout`) and is sent again, so delivery is at least once.
 
-use crate::config::{merge_layers, ExchangeConfig, Options, PublisherConfig};
+use crate::config::{merge_layers, Options, PublisherConfig};
 use crate::connection::{backoff, connect, watch_events};
 use crate::delivery::Properties;
 use crate::error::{Error, Result};
@@ -151,12 +151,17 @@ struct PublisherInner {
     guard: ProcessGuard,
     config: PublisherConfig,
     link: Mutex<Option<Link>>,
+    /// One mandatory message in flight at a time: `basic.return` carries no delivery tag, so a
+    /// return can only be matched to its message when nothing else is pending on its channel.
+    mandatory_turn: Mutex<()>,
 }
 
 #[derive(Debug, Clone)]
 struct Link {
     connection: Arc<Connection>,
     channel: Channel,
+    /// For `mandatory` messages only (see `mandatory_turn`).
+    mandatory: Channel,
 }
 
 enum Failure {
@@ -180,6 +185,7 @@ impl Publisher {
                 guard: ProcessGuard::new(),
                 config,
                 link: Mutex::new(None),
+                mandatory_turn: Mutex::new(()),
             }),
         }
     }
@@ -213,16 +219,24 @@ impl Publisher {
         let mut attempt = 0;
         loop {
             let error = match self.link().await {
-                Ok(link) => match self.try_publish(&link.channel, message).await {
-                    Ok(()) => return Ok(()),
-                    Err(Failure::Final(e)) => return Err(e),
-                    Err(Failure::Retry(e)) => {
-                        self.forget(&link).await;
-                        e
+                Ok(link) => {
+                    let sent = if message.mandatory {
+                        let _turn = self.inner.mandatory_turn.lock().await;
+                        self.try_publish(&link.mandatory, message).await
+                    } else {
+                        self.try_publish(&link.channel, message).await
+                    };
+                    match sent {
+                        Ok(()) => return Ok(()),
+                        Err(Failure::Final(e)) => return Err(e),
+                        Err(Failure::Retry(e)) => {
+                            self.forget(&link).await;
+                            e
+                        }
                     }
-                },
-                Err(e @ Error::AuthenticationFailed { .. }) => return Err(e),
-                Err(e) => e,
+                }
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Retry(e)) => e,
             };
             let delay = backoff(attempt, self.inner.config.connection.recovery_interval);
             attempt += 1;
@@ -283,8 +297,8 @@ impl Publisher {
             .map_err(classify)?;
         match confirm {
             Confirmation::Ack(Some(returned)) => Err(Failure::Final(Error::Unroutable {
-                exchange: exchange.to_string(),
-                routing_key: message.routing_key.clone(),
+                exchange: returned.delivery.exchange.as_str().to_string(),
+                routing_key: returned.delivery.routing_key.as_str().to_string(),
                 reply_code: returned.reply_code,
                 reply_text: returned.reply_text.as_str().to_string(),
             })),
@@ -296,38 +310,72 @@ impl Publisher {
         }
     }
 
-    async fn link(&self) -> Result<Link> {
+    async fn link(&self) -> Result<Link, Failure> {
         let mut slot = self.inner.link.lock().await;
         if let Some(link) = slot.as_ref() {
-            if link.channel.status().connected() {
+            if link.channel.status().connected() && link.mandatory.status().connected() {
                 return Ok(link.clone());
             }
         }
         let config = &self.inner.config;
         let name = format!("cleats publisher (pid {})", std::process::id());
-        let (connection, broker) = connect(&config.connection, &name).await?;
+        let (connection, broker) =
+            connect(&config.connection, &name)
+                .await
+                .map_err(|e| match e {
+                    Error::AuthenticationFailed { .. } => Failure::Final(e),
+                    e => Failure::Retry(e),
+                })?;
         watch_events(
             &connection,
             format!("publisher connection to {broker}"),
             None,
         );
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| Error::from_lapin(&broker, &e))?;
-        if config.confirms {
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(|e| Error::from_lapin(&broker, &e))?;
-        }
-        declare_exchange(&channel, &config.exchange).await?;
-        let link = Link {
-            connection: Arc::new(connection),
-            channel,
+        let connection = Arc::new(connection);
+        let opened = async {
+            let channel = connection.create_channel().await?;
+            let mandatory = connection.create_channel().await?;
+            if config.confirms {
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+                mandatory
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+            }
+            if !config.exchange.is_default() {
+                let exchange = Declaration::Exchange(config.exchange.clone());
+                topology::declare(&channel, &exchange).await?;
+            }
+            Ok::<_, lapin::Error>((channel, mandatory))
         };
-        *slot = Some(link.clone());
-        Ok(link)
+        match opened.await {
+            Ok((channel, mandatory)) => {
+                let link = Link {
+                    connection,
+                    channel,
+                    mandatory,
+                };
+                *slot = Some(link.clone());
+                Ok(link)
+            }
+            Err(e) => {
+                close_in_background(connection);
+                let error = Error::Channel {
+                    message: format!(
+                        "opening the publisher's channel on {broker} (exchange '{}'): {e}",
+                        config.exchange.name
+                    ),
+                };
+                // A declaration the broker refuses (e.g. the exchange exists with another
+                // type) fails the same way every time: report it now.
+                Err(if e.is_amqp_soft_error() {
+                    Failure::Final(error)
+                } else {
+                    Failure::Retry(error)
+                })
+            }
+        }
     }
 
     /// Drops a failed link (unless another caller already replaced it).
@@ -338,13 +386,7 @@ impl Publisher {
             .is_some_and(|l| Arc::ptr_eq(&l.connection, &failed.connection))
         {
             if let Some(old) = slot.take() {
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        old.connection.close(200, "cleats: reconnecting".into()),
-                    )
-                    .await;
-                });
+                close_in_background(old.connection);
             }
         }
     }
@@ -365,15 +407,14 @@ impl Publisher {
     }
 }
 
-async fn declare_exchange(channel: &Channel, exchange: &ExchangeConfig) -> Result<()> {
-    if exchange.is_default() {
-        return Ok(());
-    }
-    topology::declare(channel, &Declaration::Exchange(exchange.clone()))
-        .await
-        .map_err(|e| Error::Channel {
-            message: format!("declaring exchange '{}': {e}", exchange.name),
-        })
+fn close_in_background(connection: Arc<Connection>) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            connection.close(200, "cleats: reconnecting".into()),
+        )
+        .await;
+    });
 }
 
 impl Drop for PublisherInner {

@@ -43,8 +43,11 @@ pub(crate) fn action(config: &MaxretryConfig, delivery: &Delivery, outcome: &Out
             exchange: config.error_exchange.clone(),
             routing_key: delivery.info.routing_key.clone(),
             body: delivery.body.clone(),
+            // The original's properties, but never its per-message TTL: the copy in the error
+            // queue must stay until someone looks at it.
             properties: Properties {
                 headers: Some(headers),
+                expiration: None,
                 ..delivery.properties.clone()
             },
         }),
