@@ -129,13 +129,7 @@ impl Engine {
 
     /// The distinct pools of the workers: one per worker, or one for all with `share_threads`.
     pub fn pools(&self) -> Vec<Pool> {
-        let mut pools: Vec<Pool> = Vec::new();
-        for w in lock(&self.inner.shared.workers).iter() {
-            if !pools.iter().any(|p| p.same(w.pool())) {
-                pools.push(w.pool().clone());
-            }
-        }
-        pools
+        distinct_pools(&lock(&self.inner.shared.workers))
     }
 
     /// Adds a worker named `name` (its class) consuming `queue`, with its own options layer
@@ -265,6 +259,16 @@ impl Drop for EngineInner {
     }
 }
 
+fn distinct_pools(workers: &[Worker]) -> Vec<Pool> {
+    let mut pools: Vec<Pool> = Vec::new();
+    for w in workers {
+        if !pools.iter().any(|p| p.same(w.pool())) {
+            pools.push(w.pool().clone());
+        }
+    }
+    pools
+}
+
 fn warn_unknown(layer: &Options) {
     for (key, suggestion) in crate::config::unknown_options(layer) {
         match suggestion {
@@ -376,6 +380,17 @@ impl Session {
             link.kill();
             worker.set_link(None);
         }
+        // Deliveries of this connection still waiting in the pools would only take the room
+        // the next connection's deliveries need.
+        for pool in distinct_pools(
+            &self
+                .links
+                .iter()
+                .map(|(w, _)| w.clone())
+                .collect::<Vec<_>>(),
+        ) {
+            pool.purge_stale();
+        }
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
             self.connection.close(320, "cleats: recovering".into()),
@@ -390,17 +405,22 @@ impl Session {
         }
         let workers = lock(&inner.workers).clone();
         let mut requeued = 0;
-        let mut seen: Vec<Pool> = Vec::new();
-        for w in &workers {
-            if !seen.iter().any(|p| p.same(w.pool())) {
-                requeued += w.pool().requeue_buffered();
-                seen.push(w.pool().clone());
-            }
+        for pool in distinct_pools(&workers) {
+            requeued += pool.requeue_buffered();
         }
+        // Work in progress: acknowledgements still owed (ack mode, including Maxretry's
+        // republishing) and `work` still running (every mode, auto-ack included).
         let mut drained = true;
         for (_, link) in &self.links {
             let left = deadline.saturating_duration_since(Instant::now());
             drained &= link.ask(Command::WhenIdle, left).await.is_some();
+        }
+        while workers.iter().any(|w| w.in_progress() > 0) {
+            if Instant::now() >= deadline {
+                drained = false;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         for (worker, link) in &self.links {
             let unfinished = link.ask(Command::Close, short).await.unwrap_or(0);
@@ -464,13 +484,14 @@ async fn supervise(
                         queues.join(", ")
                     );
                 }
-                if let Some(f) = first.take() {
-                    let _ = f.send(Ok(()));
-                }
+                // Status first: `start` returning means `status()` says Connected.
                 inner.status.send_replace(Status::Connected {
                     broker: session.broker.clone(),
                     generation,
                 });
+                if let Some(f) = first.take() {
+                    let _ = f.send(Ok(()));
+                }
                 attempt = 0;
                 tokio::select! {
                     reason = session.lost.recv() => {

@@ -79,6 +79,12 @@ impl WorkerMetrics {
         self.ended.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn in_progress(&self) -> u64 {
+        // Two separate loads: saturate rather than trust their relative order.
+        let ended = self.ended.load(Relaxed);
+        self.started.load(Relaxed).saturating_sub(ended)
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         let h = |i: usize| self.handled[i].load(Relaxed);
         MetricsSnapshot {

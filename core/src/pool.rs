@@ -15,6 +15,24 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// Gives back a delivery nobody will work on: requeued with manual acks (returns true);
+/// with auto-ack the broker already forgot it, so it is lost, as `ack: false` accepts.
+fn drop_unprocessed(delivery: Delivery) -> bool {
+    if delivery.is_stale() {
+        return false; // already back on the queue
+    }
+    if delivery.worker().config().ack {
+        delivery.requeue_unprocessed();
+        true
+    } else {
+        log::warn!(
+            "{}: an auto-acked message (ack: false) received but not worked on before the stop is lost",
+            delivery.worker().name()
+        );
+        false
+    }
+}
+
 /// What [`Pool::next`] found.
 #[derive(Debug)]
 pub enum Next {
@@ -87,7 +105,7 @@ impl Pool {
                         continue; // its connection is gone; the broker redelivers it
                     }
                     if p.stopping.load(SeqCst) {
-                        delivery.requeue_unprocessed();
+                        drop_unprocessed(delivery);
                         return Ok(Next::Stopped);
                     }
                     delivery.mark_started();
@@ -109,11 +127,16 @@ impl Pool {
                 Ok(()) => return,
                 Err(TrySendError::Full(back)) => {
                     delivery = back;
+                    if p.stopping.load(SeqCst) {
+                        // Nobody will take it any more.
+                        drop_unprocessed(delivery);
+                        return;
+                    }
                     let notified = p.space.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
                     p.producer_waiting.store(true, SeqCst);
-                    if !p.tx.is_full() {
+                    if !p.tx.is_full() || p.stopping.load(SeqCst) {
                         continue;
                     }
                     notified.await;
@@ -123,24 +146,32 @@ impl Pool {
         }
     }
 
-    /// Stop handing out deliveries.
+    /// Stop handing out deliveries (and wake a producer waiting for room).
     pub(crate) fn begin_stop(&self) {
         self.inner.stopping.store(true, SeqCst);
+        self.inner.space.notify_waiters();
     }
 
-    /// Requeues what was received but never handed out; returns how many.
+    /// Requeues what was received but never handed out; returns how many went back.
     pub(crate) fn requeue_buffered(&self) -> usize {
         let mut n = 0;
         while let Ok(d) = self.inner.rx.try_recv() {
-            if !d.is_stale() {
-                d.requeue_unprocessed();
-                n += 1;
+            n += usize::from(drop_unprocessed(d));
+        }
+        self.inner.space.notify_waiters();
+        n
+    }
+
+    /// Drops deliveries of lost connections (the broker redelivers them), keeping the rest in
+    /// order.
+    pub(crate) fn purge_stale(&self) {
+        let live: Vec<Delivery> = self.inner.rx.try_iter().filter(|d| !d.is_stale()).collect();
+        for d in live {
+            if let Err(e) = self.inner.tx.try_send(d) {
+                drop_unprocessed(e.into_inner());
             }
         }
-        if self.inner.producer_waiting.swap(false, SeqCst) {
-            self.inner.space.notify_waiters();
-        }
-        n
+        self.inner.space.notify_waiters();
     }
 
     /// Runs `threads` Rust threads that loop next -> `work` -> settle until the engine stops:

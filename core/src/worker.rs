@@ -81,6 +81,11 @@ impl Worker {
         self.inner.metrics.snapshot()
     }
 
+    /// Messages handed to host threads and not settled yet.
+    pub fn in_progress(&self) -> u64 {
+        self.inner.metrics.in_progress()
+    }
+
     pub(crate) fn counters(&self) -> &WorkerMetrics {
         &self.inner.metrics
     }
