@@ -94,10 +94,8 @@ impl Worker {
         self.inner.guard.check()?;
         let elapsed = delivery.started.elapsed();
         if self.inner.config.ack {
-            if let Some(action) = handlers::actions(&self.inner.config.handler, delivery, &outcome)
-            {
-                delivery.link.send(Command::Apply(action));
-            }
+            let action = handlers::action(&self.inner.config.handler, delivery, &outcome);
+            delivery.link.send(Command::Apply(action));
             self.inner.metrics.finished(Some(&outcome), elapsed);
         } else {
             self.inner.metrics.finished(None, elapsed);

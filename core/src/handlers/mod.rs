@@ -9,16 +9,15 @@ use crate::config::HandlerKind;
 use crate::delivery::Delivery;
 use crate::settle::{Action, Outcome};
 
-/// The actions the worker's handler takes for `outcome`.
-pub(crate) fn actions(
-    kind: &HandlerKind,
-    delivery: &Delivery,
-    outcome: &Outcome,
-) -> Option<Action> {
+/// The action the worker's handler takes for `outcome`.
+pub(crate) fn action(kind: &HandlerKind, delivery: &Delivery, outcome: &Outcome) -> Action {
     match kind {
-        HandlerKind::Oneshot => Some(oneshot::action(delivery.info.delivery_tag, outcome)),
-        HandlerKind::Maxretry(config) => Some(maxretry::action(config, delivery, outcome)),
-        // The host's handler object settles through `Worker::apply`.
-        HandlerKind::Custom => None,
+        HandlerKind::Oneshot => oneshot::action(delivery.info.delivery_tag, outcome),
+        HandlerKind::Maxretry(config) => maxretry::action(config, delivery, outcome),
+        // The host's handler object settles through `Worker::apply`, before or after this; the
+        // work itself is finished either way, so a graceful stop does not wait for it.
+        HandlerKind::Custom => Action::Noop {
+            tag: delivery.info.delivery_tag,
+        },
     }
 }
