@@ -252,29 +252,7 @@ pub struct ConnectionConfig {
 
 impl ConnectionConfig {
     pub fn from_options(opts: &Options) -> Result<Self> {
-        let uris: Vec<String> = match opts.get("amqp") {
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s.clone()),
-                    other => Err(Error::option(
-                        "amqp",
-                        format!("expected URI strings, got {other}"),
-                    )),
-                })
-                .collect::<Result<_>>()?,
-            Some(other) => {
-                return Err(Error::option(
-                    "amqp",
-                    format!(
-                        "expected a URI string or a list of them, got {}",
-                        redact_value(other)
-                    ),
-                ))
-            }
-            None => return Err(Error::option("amqp", "missing")),
-        };
+        let uris = string_list(opts, "amqp")?.ok_or_else(|| Error::option("amqp", "missing"))?;
         let brokers = BrokerUri::parse_list(&uris, "amqp")?;
         let vhost = match opts.get("vhost") {
             None | Some(Value::Null) => brokers[0].vhost.clone(),
@@ -431,26 +409,8 @@ impl WorkerConfig {
         let connection = ConnectionConfig::from_options(opts)?;
         let exchange = ExchangeConfig::from_options(opts)?;
         let mut queue_cfg = QueueConfig::from_options(queue, opts)?;
-        let routing_keys = match opts.get("routing_key") {
-            None | Some(Value::Null) => vec![queue.to_string()],
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s.clone()),
-                    other => Err(Error::option(
-                        "routing_key",
-                        format!("expected strings, got {other}"),
-                    )),
-                })
-                .collect::<Result<_>>()?,
-            Some(other) => {
-                return Err(Error::option(
-                    "routing_key",
-                    format!("expected a string or a list of strings, got {other}"),
-                ))
-            }
-        };
+        let routing_keys =
+            string_list(opts, "routing_key")?.unwrap_or_else(|| vec![queue.to_string()]);
         let handler = match opts.get("handler") {
             None | Some(Value::Null) => "oneshot".to_string(),
             Some(Value::String(s)) => s.rsplit("::").next().unwrap_or(s).to_ascii_lowercase(),
@@ -595,6 +555,29 @@ fn redact_value(v: &Value) -> String {
     match v {
         Value::String(s) => redact_uri_text(s),
         other => other.to_string(),
+    }
+}
+
+/// A string or a list of strings; `None` when absent.
+fn string_list(opts: &Options, key: &str) -> Result<Option<Vec<String>>> {
+    match opts.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(Error::option(key, format!("expected strings, got {other}"))),
+            })
+            .collect::<Result<_>>()
+            .map(Some),
+        Some(other) => Err(Error::option(
+            key,
+            format!(
+                "expected a string or a list of strings, got {}",
+                redact_value(other)
+            ),
+        )),
     }
 }
 
