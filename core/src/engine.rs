@@ -156,11 +156,12 @@ impl Engine {
                     let threads = merge_layers(&[&self.inner.global])["threads"]
                         .as_u64()
                         .unwrap_or(10) as usize;
-                    Pool::new(threads, 65_536)
+                    // The broker bounds each consumer by its prefetch; the sum is not known yet.
+                    Pool::new(threads, None)
                 })
                 .clone()
         } else {
-            Pool::new(config.threads, usize::from(config.prefetch))
+            Pool::new(config.threads, Some(usize::from(config.prefetch)))
         };
         let worker = Worker::new(config, pool);
         lock(&self.inner.shared.workers).push(worker.clone());
@@ -168,8 +169,9 @@ impl Engine {
     }
 
     /// Connects, declares the topology and starts consuming. Returns once consuming, or with
-    /// the first error (refused connection, bad credentials, a queue declared differently...).
-    /// After that, connection losses are recovered in the background.
+    /// the first error (refused connection, bad credentials, a queue declared differently...),
+    /// after which it may be called again. Once started, connection losses are recovered in the
+    /// background.
     pub fn start(&self) -> Result<()> {
         self.inner.guard.check()?;
         if lock(&self.inner.shared.workers).is_empty() {
@@ -189,9 +191,14 @@ impl Engine {
         let shared = Arc::clone(&self.inner.shared);
         let handle = runtime::handle();
         handle.spawn(supervise(shared, stop_rx, first_tx));
-        handle
+        let started = handle
             .block_on(first_rx)
-            .unwrap_or_else(|_| Err(Error::state("the engine stopped while starting")))
+            .unwrap_or_else(|_| Err(Error::state("the engine stopped while starting")));
+        if started.is_err() {
+            // Nothing runs: `start` may be called again (e.g. once the broker is up).
+            *lock(&self.inner.stop_tx) = None;
+        }
+        started
     }
 
     /// Graceful stop: waits up to `timeout` (default: the `stop_timeout` option) for work in

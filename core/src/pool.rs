@@ -62,8 +62,13 @@ struct PoolShared {
 }
 
 impl Pool {
-    pub(crate) fn new(threads: usize, capacity: usize) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+    /// `capacity: None` is unbounded (a shared pool, whose bound is the sum of its workers'
+    /// prefetch as enforced by the broker).
+    pub(crate) fn new(threads: usize, capacity: Option<usize>) -> Self {
+        let (tx, rx) = match capacity {
+            Some(n) => crossbeam_channel::bounded(n.max(1)),
+            None => crossbeam_channel::unbounded(),
+        };
         Pool {
             inner: Arc::new(PoolShared {
                 tx,
