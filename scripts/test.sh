@@ -16,5 +16,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 say "cargo build --workspace"
 cargo build --workspace
 say "cargo test --workspace${*:+ $*}"
-cargo test --workspace "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace "$@" 2>&1 | tee "$log"
+# One total over every test binary (unit, integration, doc tests).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 say "all tests passed"
