@@ -29,8 +29,8 @@ use tokio::time::Instant;
 pub enum Status {
     /// Workers may be added.
     Idle,
-    /// Consuming through the broker at this (redacted) URI. `generation` counts connections:
-    /// 0 for the first, one more after each recovery.
+    /// Consuming through the broker at this (redacted) URI. `generation` is 0 on the first
+    /// connection and grows with every reconnection attempt after a loss.
     Connected {
         broker: String,
         generation: u64,
