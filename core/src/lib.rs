@@ -35,6 +35,7 @@ pub mod engine;
 pub mod error;
 pub mod fields;
 pub mod handlers;
+pub mod logging;
 pub mod metrics;
 pub mod pool;
 pub mod publisher;
