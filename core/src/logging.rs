@@ -3,7 +3,7 @@
 //! host thread forwards them to the app's logger with [`next_record`] (lock released while it
 //! waits).
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -85,10 +85,7 @@ pub fn next_record(timeout: Duration) -> Option<LogRecord> {
             message: format!("{dropped} engine log line(s) dropped: nobody was reading them"),
         });
     }
-    match q.rx.recv_timeout(timeout) {
-        Ok(record) => Some(record),
-        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-    }
+    q.rx.recv_timeout(timeout).ok()
 }
 
 #[cfg(test)]
