@@ -12,7 +12,7 @@ use crate::connection::{backoff, connect, watch_events};
 use crate::consumer::{ChannelTask, Ended};
 use crate::error::{Error, Result};
 use crate::pool::Pool;
-use crate::runtime::{self, ProcessGuard};
+use crate::runtime::{self, Pending, ProcessGuard};
 use crate::topology;
 use crate::worker::{Command, SessionLink, Worker};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
@@ -99,7 +99,6 @@ impl Engine {
     pub fn new(global: &Options) -> Result<Self> {
         let merged = merge_layers(&[global]);
         let config = EngineConfig::from_options(&merged)?;
-        warn_unknown(global);
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 guard: ProcessGuard::new(),
@@ -142,6 +141,15 @@ impl Engine {
                 "workers can only be added before the engine starts",
             ));
         }
+        if lock(&self.inner.shared.workers)
+            .iter()
+            .any(|w| w.name() == name)
+        {
+            return Err(Error::option(
+                "worker",
+                format!("a worker named {name} was already added: names identify metrics and logs"),
+            ));
+        }
         let config =
             WorkerConfig::resolve(name, queue, &merge_layers(&[&self.inner.global, options]))?;
         if config.connection != self.inner.shared.config.connection {
@@ -173,6 +181,11 @@ impl Engine {
     /// after which it may be called again. Once started, connection losses are recovered in the
     /// background.
     pub fn start(&self) -> Result<()> {
+        self.begin_start()?.wait_done()
+    }
+
+    /// [`Engine::start`] as a [`Pending`] operation, for hosts that must stay interruptible.
+    pub fn begin_start(&self) -> Result<Pending<()>> {
         self.inner.guard.check()?;
         if lock(&self.inner.shared.workers).is_empty() {
             return Err(Error::state(
@@ -189,48 +202,57 @@ impl Engine {
         }
         let (first_tx, first_rx) = oneshot::channel();
         let shared = Arc::clone(&self.inner.shared);
-        let handle = runtime::handle();
-        handle.spawn(supervise(shared, stop_rx, first_tx));
-        let started = handle
-            .block_on(first_rx)
-            .unwrap_or_else(|_| Err(Error::state("the engine stopped while starting")));
-        if started.is_err() {
-            // Nothing runs: `start` may be called again (e.g. once the broker is up).
-            *lock(&self.inner.stop_tx) = None;
-        }
-        started
+        runtime::handle().spawn(supervise(shared, stop_rx, first_tx));
+        let inner = Arc::downgrade(&self.inner);
+        Ok(Pending::spawn(async move {
+            let started = first_rx
+                .await
+                .unwrap_or_else(|_| Err(Error::state("the engine stopped while starting")));
+            if started.is_err() {
+                // Nothing runs: `start` may be called again (e.g. once the broker is up).
+                if let Some(inner) = inner.upgrade() {
+                    *lock(&inner.stop_tx) = None;
+                }
+            }
+            started
+        }))
     }
 
     /// Graceful stop: waits up to `timeout` (default: the `stop_timeout` option) for work in
     /// progress; everything received and not finished goes back on its queue.
     pub fn stop(&self, timeout: Option<Duration>) -> Result<StopReport> {
+        self.begin_stop(timeout)?.wait_done()
+    }
+
+    /// [`Engine::stop`] as a [`Pending`] operation. Deliveries stop being handed out at once.
+    pub fn begin_stop(&self, timeout: Option<Duration>) -> Result<Pending<StopReport>> {
         self.inner.guard.check()?;
         for pool in self.pools() {
             pool.begin_stop();
         }
         let timeout = timeout.unwrap_or(self.inner.shared.config.stop_timeout);
-        let Some(tx) = lock(&self.inner.stop_tx).clone() else {
-            self.inner.shared.status.send_replace(Status::Stopped);
-            return Ok(StopReport {
+        let tx = lock(&self.inner.stop_tx).clone();
+        let status = self.inner.shared.status.clone();
+        Ok(Pending::spawn(async move {
+            let nothing_running = StopReport {
                 drained: true,
                 requeued: 0,
-            });
-        };
-        runtime::block_on(async move {
+            };
+            let Some(tx) = tx else {
+                status.send_replace(Status::Stopped);
+                return Ok(nothing_running);
+            };
             let (reply, rx) = oneshot::channel();
             let request = StopRequest {
                 deadline: Instant::now() + timeout,
                 reply,
             };
             if tx.send(request).await.is_err() {
-                return Ok(StopReport {
-                    drained: true,
-                    requeued: 0,
-                }); // already stopped
+                return Ok(nothing_running); // already stopped
             }
             rx.await
                 .map_err(|_| Error::state("the engine's supervisor ended during stop"))
-        })
+        }))
     }
 
     /// Waits until the engine's status satisfies `done`, at most `timeout`.
@@ -274,15 +296,6 @@ fn distinct_pools(workers: &[Worker]) -> Vec<Pool> {
         }
     }
     pools
-}
-
-fn warn_unknown(layer: &Options) {
-    for (key, suggestion) in crate::config::unknown_options(layer) {
-        match suggestion {
-            Some(s) => log::warn!("unknown option `{key}` is ignored; did you mean `{s}`?"),
-            None => log::warn!("unknown option `{key}` is ignored"),
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -53,6 +53,7 @@ pub use fields::{FieldValue, Table};
 pub use metrics::{MetricNames, MetricsSnapshot};
 pub use pool::{Next, Pool};
 pub use publisher::{Message, Publisher};
+pub use runtime::Pending;
 pub use settle::{Action, ErrorInfo, Outcome, Settled};
 pub use topology::Declaration;
 pub use uri::BrokerUri;

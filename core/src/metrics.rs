@@ -30,6 +30,15 @@ impl MetricNames {
     pub fn handled(&self, outcome: &Outcome) -> &str {
         &self.handled[index(outcome)]
     }
+
+    /// `work.<Class>.handled.<outcome>` by the outcome's name (`ack`, `reject`, `requeue`,
+    /// `error`, `noop`).
+    pub fn handled_by_name(&self, outcome: &str) -> Option<&str> {
+        OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .map(|i| self.handled[i].as_str())
+    }
 }
 
 fn index(outcome: &Outcome) -> usize {

@@ -8,7 +8,7 @@ use crate::connection::{backoff, connect, watch_events};
 use crate::delivery::Properties;
 use crate::error::{Error, Result};
 use crate::fields::{FieldValue, Table};
-use crate::runtime::{self, ProcessGuard};
+use crate::runtime::{self, Pending, ProcessGuard};
 use crate::topology::{self, Declaration};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Confirmation, Connection};
@@ -198,6 +198,16 @@ impl Publisher {
     pub fn publish(&self, message: &Message) -> Result<()> {
         self.inner.guard.check()?;
         runtime::block_on(self.publish_async(message))
+    }
+
+    /// [`Publisher::publish`] as a [`Pending`] operation, for hosts that must stay
+    /// interruptible while the broker is slow or away.
+    pub fn begin_publish(&self, message: Message) -> Result<Pending<()>> {
+        self.inner.guard.check()?;
+        let publisher = self.clone();
+        Ok(Pending::spawn(async move {
+            publisher.publish_async(&message).await
+        }))
     }
 
     /// Publishes every message without waiting in between, then waits for all confirms.

@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::Duration;
 use tokio::runtime::{Builder, Handle, Runtime};
 
 struct ProcessRuntime {
@@ -42,6 +43,53 @@ pub fn handle() -> Handle {
 /// Runs `fut` to completion from a host (non-runtime) thread.
 pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
     handle().block_on(fut)
+}
+
+/// An operation running on the runtime. A host thread waits for it in short slices
+/// ([`Pending::wait`]) and checks for interrupts in between, so Ctrl-C reaches it even while it
+/// waits for a broker. Dropping it lets the operation finish in the background.
+#[derive(Debug)]
+pub struct Pending<T> {
+    rx: tokio::sync::oneshot::Receiver<Result<T>>,
+    guard: ProcessGuard,
+}
+
+impl<T: Send + 'static> Pending<T> {
+    /// Runs `fut` on the runtime.
+    pub(crate) fn spawn(fut: impl Future<Output = Result<T>> + Send + 'static) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        handle().spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        Pending {
+            rx,
+            guard: ProcessGuard::new(),
+        }
+    }
+
+    /// Waits up to `timeout`; `None` while the operation is still running.
+    pub fn wait(&mut self, timeout: Duration) -> Option<Result<T>> {
+        if let Err(e) = self.guard.check() {
+            return Some(Err(e));
+        }
+        let rx = &mut self.rx;
+        match block_on(async { tokio::time::timeout(timeout, rx).await }) {
+            Ok(Ok(result)) => Some(result),
+            Ok(Err(_)) => Some(Err(Error::state(
+                "the operation was abandoned by the engine",
+            ))),
+            Err(_) => None,
+        }
+    }
+
+    /// Waits until the operation finishes.
+    pub fn wait_done(mut self) -> Result<T> {
+        loop {
+            if let Some(result) = self.wait(Duration::from_secs(3600)) {
+                return result;
+            }
+        }
+    }
 }
 
 /// Identifies the process an object was created in.
