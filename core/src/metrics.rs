@@ -5,7 +5,8 @@ use crate::settle::Outcome;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-const OUTCOMES: [&str; 5] = ["ack", "reject", "requeue", "error", "noop"];
+/// The outcomes of `work`, by the names metrics use.
+pub const OUTCOME_NAMES: [&str; 5] = ["ack", "reject", "requeue", "error", "noop"];
 
 /// `work.<Class>.started`, `work.<Class>.time`, `work.<Class>.handled.<outcome>`,
 /// `work.<Class>.ended`.
@@ -23,7 +24,7 @@ impl MetricNames {
             started: format!("work.{worker}.started"),
             time: format!("work.{worker}.time"),
             ended: format!("work.{worker}.ended"),
-            handled: OUTCOMES.map(|o| format!("work.{worker}.handled.{o}")),
+            handled: OUTCOME_NAMES.map(|o| format!("work.{worker}.handled.{o}")),
         }
     }
 
@@ -34,7 +35,7 @@ impl MetricNames {
     /// `work.<Class>.handled.<outcome>` by the outcome's name (`ack`, `reject`, `requeue`,
     /// `error`, `noop`).
     pub fn handled_by_name(&self, outcome: &str) -> Option<&str> {
-        OUTCOMES
+        OUTCOME_NAMES
             .iter()
             .position(|o| *o == outcome)
             .map(|i| self.handled[i].as_str())
@@ -42,7 +43,7 @@ impl MetricNames {
 }
 
 fn index(outcome: &Outcome) -> usize {
-    OUTCOMES
+    OUTCOME_NAMES
         .iter()
         .position(|o| *o == outcome.name())
         .expect("every outcome has a name")
