@@ -9,7 +9,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$CLEATS_ROOT"
 
-APT_PACKAGES=(rabbitmq-server ruby ruby-dev libclang-dev clang pkg-config build-essential)
+APT_PACKAGES=(rabbitmq-server ruby ruby-dev libclang-dev clang pkg-config build-essential
+  ruby-serverengine ruby-minitest rake ruby-activejob)
 BROKER_WAIT_SECONDS=90
 
 apt_installed() {

@@ -21,8 +21,11 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace "$@" 2>&1 | tee "$log"
 say "python: scripts/test-python.sh"
 bash "$CLEATS_ROOT/scripts/test-python.sh" 2>&1 | tee -a "$log"
-# One total over every suite: cargo's test binaries (unit, integration, doc) and pytest.
-awk '/^=+ .* in [0-9.]+s/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed,?$/) p += $(i-1); if ($i ~ /^failed,?$/) f += $(i-1) } }
+say "ruby: scripts/test-ruby.sh"
+bash "$CLEATS_ROOT/scripts/test-ruby.sh" 2>&1 | tee -a "$log"
+# One total over every suite: cargo's test binaries (unit, integration, doc), pytest, minitest.
+awk '/^[0-9]+ runs, [0-9]+ assertions, / { p += $1 - $5 - $7 - $9; f += $5 + $7 }
+     /^=+ .* in [0-9.]+s/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed,?$/) p += $(i-1); if ($i ~ /^failed,?$/) f += $(i-1) } }
      /^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 say "all tests passed"
