@@ -41,3 +41,37 @@ cleats_env() {
 broker_answers() {
   timeout 1 bash -c '</dev/tcp/127.0.0.1/5672' 2>/dev/null
 }
+
+# Builds the Python package and installs it into .venv (`pip install .`, as a user would).
+install_python_package() {
+  # The build backend runs the virtualenv's maturin (installed by setup.sh), found on PATH.
+  export PATH="$CLEATS_ROOT/.venv/bin:$PATH"
+
+  say "pip install . (the cleats package, built with maturin) into .venv"
+  (cd "$CLEATS_ROOT" && .venv/bin/python -m pip install -q --disable-pip-version-check \
+    --force-reinstall --no-deps --no-build-isolation .)
+}
+
+# Builds the gem (cleats.gemspec) and installs it into GEM_HOME=target/ruby/gems, its extension
+# compiled by cargo through extconf.rb as a user's `gem install` does. Exports GEM_HOME.
+install_ruby_gem() {
+  local out sum
+  out="$CLEATS_ROOT/target/ruby"
+  export GEM_HOME="$out/gems"
+  mkdir -p "$out"
+
+  say "gem build cleats.gemspec"
+  (cd "$CLEATS_ROOT" && gem build --silent cleats.gemspec --output "$out/cleats.gem")
+
+  # A gem whose content did not change is not reinstalled (the extension build takes a while).
+  sum="$(sha256sum "$out/cleats.gem" | cut -d' ' -f1)"
+  if [ "$(cat "$out/installed.sha256" 2>/dev/null)" != "$sum" ] || [ ! -d "$GEM_HOME/gems" ]; then
+    say "gem install (GEM_HOME=${GEM_HOME#"$CLEATS_ROOT"/}; the extension compiles with cargo)"
+    rm -f "$out/installed.sha256"
+    # The cargo build directory is kept between runs so that a reinstall rebuilds only what changed.
+    CARGO_TARGET_DIR="$out/gem-build" gem install --local --no-document "$out/cleats.gem"
+    echo "$sum" >"$out/installed.sha256"
+  else
+    say "gem install: unchanged since the last install"
+  fi
+}

@@ -9,11 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bash "$CLEATS_ROOT/scripts/setup.sh"
 cleats_env
 cd "$CLEATS_ROOT"
-# The build backend runs the virtualenv's maturin (installed by setup.sh), found on PATH.
-export PATH="$CLEATS_ROOT/.venv/bin:$PATH"
-
-say "pip install . (the cleats package, built with maturin) into .venv"
-.venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps --no-build-isolation .
+install_python_package
 say "pytest tests/python${*:+ $*}"
 status=0
 .venv/bin/python -m pytest tests/python "$@" || status=$?

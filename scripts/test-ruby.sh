@@ -11,24 +11,7 @@ bash "$CLEATS_ROOT/scripts/setup.sh"
 cleats_env
 cd "$CLEATS_ROOT"
 
-out="$CLEATS_ROOT/target/ruby"
-export GEM_HOME="$out/gems"
-mkdir -p "$out"
-
-say "gem build cleats.gemspec"
-gem build --silent cleats.gemspec --output "$out/cleats.gem"
-
-# A gem whose content did not change is not reinstalled (the extension build takes a while).
-sum="$(sha256sum "$out/cleats.gem" | cut -d' ' -f1)"
-if [ "$(cat "$out/installed.sha256" 2>/dev/null)" != "$sum" ] || [ ! -d "$GEM_HOME/gems" ]; then
-  say "gem install (GEM_HOME=${GEM_HOME#"$CLEATS_ROOT"/}; the extension compiles with cargo)"
-  rm -f "$out/installed.sha256"
-  # The cargo build directory is kept between runs so that a reinstall rebuilds only what changed.
-  CARGO_TARGET_DIR="$out/gem-build" gem install --local --no-document "$out/cleats.gem"
-  echo "$sum" >"$out/installed.sha256"
-else
-  say "gem install: unchanged since the last install"
-fi
+install_ruby_gem
 
 say "ruby -e 'require \"sneakers\"' with the installed gem"
 ruby -e 'require "sneakers"; so = $LOADED_FEATURES.grep(/cleats_ext/).first
