@@ -43,6 +43,37 @@ fn usage() -> (f64, u64) {
     (cpu, hwm)
 }
 
+/// CPU seconds per thread name of this process (tokio workers, lapin's I/O loop, work threads).
+fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let name = stat
+            .split('(')
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .unwrap_or("?");
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        *by_name.entry(name.to_string()).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    by_name
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (messages, prefetch, threads) = (arg(1, 200_000), arg(2, 10), arg(3, 10));
     let amqp = std::env::var("AMQP_URL")
@@ -80,6 +111,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     publisher.close()?;
 
     let (cpu0, _) = usage();
+    let threads_before = cpu_by_thread();
     let started = Instant::now();
     engine.start()?;
     let threads_h = worker.pool().spawn_rust_threads(|_| Outcome::Ack);
@@ -88,6 +120,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let (cpu1, rss_kib) = usage();
+    if std::env::var_os("CEILING_THREADS").is_some() {
+        let spent: Vec<(String, f64)> = cpu_by_thread()
+            .into_iter()
+            .map(|(name, after)| {
+                let before = threads_before.get(&name).copied().unwrap_or(0.0);
+                (name, ((after - before) * 100.0).round() / 100.0)
+            })
+            .filter(|(_, s)| *s > 0.0)
+            .collect();
+        eprintln!("CPU seconds by thread while consuming: {spent:?}");
+    }
     engine.stop(Some(Duration::from_secs(5)))?;
     for t in threads_h {
         t.join().ok();

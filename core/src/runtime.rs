@@ -18,6 +18,9 @@ struct ProcessRuntime {
 
 static RUNTIME: Mutex<Option<ProcessRuntime>> = Mutex::new(None);
 
+/// Runtime threads (tokio's `TOKIO_WORKER_THREADS` overrides).
+const ENGINE_THREADS: usize = 2;
+
 /// The runtime of this process.
 pub fn handle() -> Handle {
     let mut slot = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -29,8 +32,11 @@ pub fn handle() -> Handle {
         // Inherited through fork: its threads are not ours to join.
         std::mem::forget(slot.take());
     }
-    let runtime = Builder::new_multi_thread()
-        .worker_threads(2)
+    let mut builder = Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(ENGINE_THREADS);
+    }
+    let runtime = builder
         .thread_name("cleats-engine")
         .enable_all()
         .build()
