@@ -106,21 +106,14 @@ impl RbWorker {
 
     /// `{started:, time:, ended:, handled: {ack:, reject:, requeue:, error:, noop:}}`.
     fn metric_names(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
-        use cleats_core::{ErrorInfo, Outcome};
         let names = rb_self.0.metric_names();
         let h = ruby.hash_new();
         h.aset(ruby.to_symbol("started"), names.started.as_str())?;
         h.aset(ruby.to_symbol("time"), names.time.as_str())?;
         h.aset(ruby.to_symbol("ended"), names.ended.as_str())?;
         let handled = ruby.hash_new();
-        for outcome in [
-            Outcome::Ack,
-            Outcome::Reject,
-            Outcome::Requeue,
-            Outcome::Error(ErrorInfo::default()),
-            Outcome::Noop,
-        ] {
-            handled.aset(ruby.to_symbol(outcome.name()), names.handled(&outcome))?;
+        for outcome in cleats_core::metrics::OUTCOME_NAMES {
+            handled.aset(ruby.to_symbol(outcome), names.handled_by_name(outcome))?;
         }
         h.aset(ruby.to_symbol("handled"), handled)?;
         Ok(h)
