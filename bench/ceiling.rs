@@ -16,9 +16,14 @@ fn arg(n: usize, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// (user+sys CPU seconds, peak RSS in KiB) of this process.
-fn usage() -> (f64, u64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// (name, user+sys CPU seconds) from a /proc `stat` file.
+fn stat_cpu(path: &std::path::Path) -> (String, f64) {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    let name = stat
+        .split('(')
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap_or("?");
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()
@@ -32,7 +37,12 @@ fn usage() -> (f64, u64) {
             .unwrap_or(0.0)
     };
     // utime and stime are fields 14 and 15 of stat; 11 and 12 after the command name.
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    (name.to_string(), (ticks(11) + ticks(12)) / 100.0)
+}
+
+/// (user+sys CPU seconds, peak RSS in KiB) of this process.
+fn usage() -> (f64, u64) {
+    let (_, cpu) = stat_cpu(std::path::Path::new("/proc/self/stat"));
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let hwm = status
         .lines()
@@ -51,25 +61,8 @@ fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
         .flatten()
         .flatten()
     {
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let name = stat
-            .split('(')
-            .nth(1)
-            .and_then(|s| s.split(')').next())
-            .unwrap_or("?");
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        *by_name.entry(name.to_string()).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+        let (name, cpu) = stat_cpu(&task.path().join("stat"));
+        *by_name.entry(name).or_insert(0.0) += cpu;
     }
     by_name
 }

@@ -7,7 +7,6 @@ use crate::pool::Pool;
 use cleats_core::config::{ExchangeConfig, QueueConfig};
 use cleats_core::fields::table_from_json;
 use cleats_core::{Action, Declaration, HandlerKind, Options};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::Value;
@@ -120,20 +119,7 @@ impl Worker {
     /// `channel.acknowledge / reject / nack`). Tags of a lost connection are ignored.
     #[pyo3(signature = (operation, tag, multiple = false, requeue = false))]
     fn apply(&self, operation: &str, tag: u64, multiple: bool, requeue: bool) -> PyResult<()> {
-        let action = match operation {
-            "ack" => Action::Ack { tag, multiple },
-            "reject" => Action::Reject { tag, requeue },
-            "nack" => Action::Nack {
-                tag,
-                multiple,
-                requeue,
-            },
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "unknown channel operation '{other}' (expected ack, reject or nack)"
-                )))
-            }
-        };
+        let action = Action::from_channel_operation(operation, tag, multiple, requeue).py_err()?;
         self.inner.apply(action).py_err()
     }
 

@@ -1,7 +1,7 @@
 //! `Cleats::Native::Engine`, `::Worker` and `::Pool`: thin wrappers over the core types.
 
 use crate::delivery::RbDelivery;
-use crate::errors::{config_error, to_ruby};
+use crate::errors::to_ruby;
 use crate::gvl::{blocking, check_interrupts, wait_pending, without_gvl};
 use crate::options::parse;
 use cleats_core::config::{ExchangeConfig, QueueConfig};
@@ -121,16 +121,8 @@ impl RbWorker {
 
     /// A custom handler's channel operation: `op` is "ack", "reject" or "nack".
     fn apply(&self, op: String, tag: u64, multiple: bool, requeue: bool) -> Result<(), Error> {
-        let action = match op.as_str() {
-            "ack" => Action::Ack { tag, multiple },
-            "reject" => Action::Reject { tag, requeue },
-            "nack" => Action::Nack {
-                tag,
-                multiple,
-                requeue,
-            },
-            other => return Err(config_error(format!("unknown channel operation {other}"))),
-        };
+        let action =
+            Action::from_channel_operation(&op, tag, multiple, requeue).map_err(to_ruby)?;
         self.0.apply(action).map_err(to_ruby)
     }
 

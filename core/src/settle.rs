@@ -80,6 +80,29 @@ impl Action {
         }
     }
 
+    /// A custom handler's channel operation by Bunny's name: `ack` (`channel.acknowledge`),
+    /// `reject` or `nack`.
+    pub fn from_channel_operation(
+        operation: &str,
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+    ) -> crate::Result<Action> {
+        match operation {
+            "ack" | "acknowledge" => Ok(Action::Ack { tag, multiple }),
+            "reject" => Ok(Action::Reject { tag, requeue }),
+            "nack" => Ok(Action::Nack {
+                tag,
+                multiple,
+                requeue,
+            }),
+            other => Err(crate::Error::option(
+                "operation",
+                format!("unknown channel operation '{other}' (expected ack, reject or nack)"),
+            )),
+        }
+    }
+
     /// The same action for another tag.
     pub(crate) fn with_tag(mut self, new: u64) -> Action {
         match &mut self {
