@@ -1,0 +1,45 @@
+# A Sneakers-style worker on cleats (the gem), run in this process by Cleats::WorkerSet as each
+# `sneakers work` child does. Usage: ruby cleats_worker.rb QUEUE PREFETCH THREADS MODE
+# MODE: ack (work acks), json (JSON.parse then ack), latency (records publish-to-work lag).
+require 'sneakers'
+require 'json'
+require_relative 'harness'
+
+QUEUE, PREFETCH, THREADS, MODE = ARGV[0], Integer(ARGV[1]), Integer(ARGV[2]), ARGV[3]
+
+Sneakers.configure amqp: ENV.fetch('AMQP_URL', 'amqp://guest:guest@127.0.0.1:5672'),
+                   exchange: '', prefetch: PREFETCH, threads: THREADS, workers: 1,
+                   queue_options: { durable: false }, log: $stderr
+Sneakers.logger.level = Logger::WARN
+
+class BenchWorker
+  include Sneakers::Worker
+  from_queue QUEUE
+
+  case MODE
+  when 'ack'
+    def work(_msg)
+      BenchHarness.hit
+      ack!
+    end
+  when 'json'
+    def work(msg)
+      JSON.parse(msg)
+      BenchHarness.hit
+      ack!
+    end
+  when 'latency'
+    def work(msg)
+      BenchHarness.lag(msg)
+      BenchHarness.hit
+      ack!
+    end
+  else
+    raise ArgumentError, "unknown mode #{MODE}"
+  end
+end
+
+BenchHarness.ready_then_go
+Cleats::WorkerSet.new([BenchWorker.new(nil, nil, {})]).start
+BenchHarness.report_forever
+sleep
