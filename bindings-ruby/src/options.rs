@@ -16,7 +16,16 @@ pub fn define(native: RModule) -> Result<(), Error> {
     native.define_singleton_method("closest_option", function!(closest_option, 1))?;
     native.define_singleton_method("redacted_json", function!(redacted_json, 1))?;
     native.define_singleton_method("vhost_of", function!(vhost_of, 1))?;
+    native.define_singleton_method("deprecated_options", function!(deprecated_options, 0))?;
     Ok(())
+}
+
+/// The engine's deprecated keys: `[[old, ["parent.child", ...]], ...]`.
+fn deprecated_options() -> Vec<(&'static str, Vec<&'static str>)> {
+    config::DEPRECATED
+        .iter()
+        .map(|(old, targets)| (*old, targets.to_vec()))
+        .collect()
 }
 
 /// Sneakers' defaults as the engine defines them.

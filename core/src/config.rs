@@ -82,8 +82,9 @@ const WORKER_KEYS: &[&str] = &[
     "timeout_job_after",
 ];
 
-/// Deprecated top-level keys and the places they map to.
-const DEPRECATED: &[(&str, &[&str])] = &[
+/// Deprecated top-level keys and the places they map to (`parent.child`). Bindings whose
+/// configuration holds host objects map with this table on their side.
+pub const DEPRECATED: &[(&str, &[&str])] = &[
     ("exchange_type", &["exchange_options.type"]),
     ("exchange_arguments", &["exchange_options.arguments"]),
     (

@@ -11,13 +11,11 @@ module Sneakers
     def_delegators :@hash, :to_hash, :to_h, :[], :[]=, :fetch, :delete, :key?, :has_key?,
                    :keys, :each, :dig, :==
 
-    # Deprecated top-level keys and where they go (the engine maps them the same way).
-    DEPRECATED = {
-      exchange_type: [%i[exchange_options type]],
-      exchange_arguments: [%i[exchange_options arguments]],
-      durable: [%i[exchange_options durable], %i[queue_options durable]],
-      arguments: [%i[queue_options arguments]]
-    }.freeze
+    # Deprecated top-level keys and where they go: the engine's table, mapped here because the
+    # configuration also holds Ruby objects.
+    DEPRECATED = Cleats::Native.deprecated_options.to_h do |old, targets|
+      [old.to_sym, targets.map { |t| t.split(".").map(&:to_sym) }]
+    end.freeze
 
     # Options whose values are Ruby objects: never sent to the engine as they are.
     HOST_ONLY = %i[handler metrics error_reporters hooks log connection runner_config_file
