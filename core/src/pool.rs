@@ -8,11 +8,11 @@ use crate::delivery::Delivery;
 use crate::error::Result;
 use crate::runtime::ProcessGuard;
 use crate::settle::Outcome;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Gives back a delivery nobody will work on: requeued with manual acks (returns true);
@@ -51,8 +51,9 @@ pub struct Pool {
 
 #[derive(Debug)]
 struct PoolShared {
-    tx: Sender<Delivery>,
-    rx: Receiver<Delivery>,
+    state: Mutex<State>,
+    /// `None`: unbounded.
+    capacity: Option<usize>,
     threads: usize,
     stopping: AtomicBool,
     /// Set by a producer waiting for room (auto-ack consumers, which the broker does not bound).
@@ -61,18 +62,44 @@ struct PoolShared {
     guard: ProcessGuard,
 }
 
+/// The queue and the threads asleep on it. Waking a host thread costs two context switches
+/// and, in Ruby, a GVL hand-off, so a delivery wakes at most one sleeper, only when no thread
+/// already woken will take it, and the sleeper woken is the one that slept last: the threads
+/// that just worked keep working while the rest stay asleep. (A plain channel woke a thread per
+/// delivery and spun with `sched_yield` before sleeping: half of the per-message CPU of a
+/// no-op worker.)
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Delivery>,
+    /// Parked in `next`, most recent last.
+    sleepers: Vec<(u64, Thread)>,
+    /// Taken off `sleepers` and unparked, but not yet back at the queue.
+    waking: usize,
+    next_sleeper_id: u64,
+}
+
+impl State {
+    /// The most recent sleeper, taken off the list, if the queue holds more than the threads
+    /// already waking will take. Unpark it after unlocking, or it wakes into a held lock.
+    #[must_use]
+    fn sleeper_to_wake(&mut self) -> Option<Thread> {
+        if self.queue.len() <= self.waking {
+            return None;
+        }
+        let (_, thread) = self.sleepers.pop()?;
+        self.waking += 1;
+        Some(thread)
+    }
+}
+
 impl Pool {
     /// `capacity: None` is unbounded (a shared pool, whose bound is the sum of its workers'
     /// prefetch as enforced by the broker).
     pub(crate) fn new(threads: usize, capacity: Option<usize>) -> Self {
-        let (tx, rx) = match capacity {
-            Some(n) => crossbeam_channel::bounded(n.max(1)),
-            None => crossbeam_channel::unbounded(),
-        };
         Pool {
             inner: Arc::new(PoolShared {
-                tx,
-                rx,
+                state: Mutex::new(State::default()),
+                capacity: capacity.map(|n| n.max(1)),
                 threads,
                 stopping: AtomicBool::new(false),
                 producer_waiting: AtomicBool::new(false),
@@ -80,6 +107,11 @@ impl Pool {
                 guard: ProcessGuard::new(),
             }),
         }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The lock guards no invariant a panicking holder could break half-way.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How many host threads should pull from this pool.
@@ -96,30 +128,53 @@ impl Pool {
     pub fn next(&self, timeout: Duration) -> Result<Next> {
         let p = &self.inner;
         p.guard.check()?;
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state();
+        let mut asleep: Option<u64> = None;
         loop {
+            if let Some(id) = asleep.take() {
+                // Back from a park: either a producer took us off the list (and counted us as
+                // waking) or the park timed out or woke spuriously (and we are still listed).
+                match state.sleepers.iter().position(|(s, _)| *s == id) {
+                    Some(i) => {
+                        state.sleepers.remove(i);
+                    }
+                    None => state.waking -= 1,
+                }
+            }
             if p.stopping.load(SeqCst) {
                 return Ok(Next::Stopped);
             }
-            match p.rx.recv_deadline(deadline) {
-                Ok(mut delivery) => {
-                    if p.producer_waiting.swap(false, SeqCst) {
-                        p.space.notify_waiters();
-                    }
-                    if delivery.is_stale() {
-                        continue; // its connection is gone; the broker redelivers it
-                    }
-                    if p.stopping.load(SeqCst) {
-                        drop_unprocessed(delivery);
-                        return Ok(Next::Stopped);
-                    }
-                    delivery.mark_started();
-                    delivery.worker().counters().started();
-                    return Ok(Next::Delivery(Box::new(delivery)));
+            if let Some(mut delivery) = state.queue.pop_front() {
+                // Another delivery waiting and nobody coming for it: pass the baton.
+                let baton = state.sleeper_to_wake();
+                drop(state);
+                if let Some(thread) = baton {
+                    thread.unpark();
                 }
-                Err(RecvTimeoutError::Timeout) => return Ok(Next::Timeout),
-                Err(RecvTimeoutError::Disconnected) => return Ok(Next::Stopped),
+                if p.producer_waiting.swap(false, SeqCst) {
+                    p.space.notify_waiters();
+                }
+                if delivery.is_stale() {
+                    // Its connection is gone; the broker redelivers it.
+                    state = self.state();
+                    continue;
+                }
+                delivery.mark_started();
+                delivery.worker().counters().started();
+                return Ok(Next::Delivery(Box::new(delivery)));
             }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Next::Timeout);
+            }
+            let id = state.next_sleeper_id;
+            state.next_sleeper_id += 1;
+            state.sleepers.push((id, std::thread::current()));
+            asleep = Some(id);
+            drop(state);
+            std::thread::park_timeout(deadline - now);
+            state = self.state();
         }
     }
 
@@ -128,41 +183,71 @@ impl Pool {
     pub(crate) async fn push(&self, mut delivery: Delivery) {
         let p = &self.inner;
         loop {
-            match p.tx.try_send(delivery) {
-                Ok(()) => return,
-                Err(TrySendError::Full(back)) => {
-                    delivery = back;
-                    if p.stopping.load(SeqCst) {
-                        // Nobody will take it any more.
-                        drop_unprocessed(delivery);
-                        return;
-                    }
-                    let notified = p.space.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    p.producer_waiting.store(true, SeqCst);
-                    if !p.tx.is_full() || p.stopping.load(SeqCst) {
-                        continue;
-                    }
-                    notified.await;
-                }
-                Err(TrySendError::Disconnected(_)) => unreachable!("the pool holds a receiver"),
+            match self.try_push(delivery) {
+                None => return,
+                Some(back) => delivery = back,
+            }
+            if p.stopping.load(SeqCst) {
+                // Nobody will take it any more.
+                drop_unprocessed(delivery);
+                return;
+            }
+            let notified = p.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            p.producer_waiting.store(true, SeqCst);
+            if self.is_full() && !p.stopping.load(SeqCst) {
+                notified.await;
             }
         }
+    }
+
+    /// Queues the delivery and wakes a host thread for it; gives it back when the queue is full.
+    fn try_push(&self, delivery: Delivery) -> Option<Delivery> {
+        let mut state = self.state();
+        if self
+            .inner
+            .capacity
+            .is_some_and(|cap| state.queue.len() >= cap)
+        {
+            return Some(delivery);
+        }
+        state.queue.push_back(delivery);
+        let sleeper = state.sleeper_to_wake();
+        drop(state);
+        if let Some(thread) = sleeper {
+            thread.unpark();
+        }
+        None
+    }
+
+    fn is_full(&self) -> bool {
+        let len = self.state().queue.len();
+        self.inner.capacity.is_some_and(|cap| len >= cap)
     }
 
     /// Stop handing out deliveries (and wake a producer waiting for room).
     pub(crate) fn begin_stop(&self) {
         self.inner.stopping.store(true, SeqCst);
+        let sleepers = {
+            let mut state = self.state();
+            state.waking += state.sleepers.len();
+            std::mem::take(&mut state.sleepers)
+        };
+        for (_, thread) in sleepers {
+            thread.unpark();
+        }
         self.inner.space.notify_waiters();
     }
 
     /// Requeues what was received but never handed out; returns how many went back.
     pub(crate) fn requeue_buffered(&self) -> usize {
-        let mut n = 0;
-        while let Ok(d) = self.inner.rx.try_recv() {
-            n += usize::from(drop_unprocessed(d));
-        }
+        let buffered = std::mem::take(&mut self.state().queue);
+        let n = buffered
+            .into_iter()
+            .map(drop_unprocessed)
+            .filter(|&b| b)
+            .count();
         self.inner.space.notify_waiters();
         n
     }
@@ -170,12 +255,7 @@ impl Pool {
     /// Drops deliveries of lost connections (the broker redelivers them), keeping the rest in
     /// order.
     pub(crate) fn purge_stale(&self) {
-        let live: Vec<Delivery> = self.inner.rx.try_iter().filter(|d| !d.is_stale()).collect();
-        for d in live {
-            if let Err(e) = self.inner.tx.try_send(d) {
-                drop_unprocessed(e.into_inner());
-            }
-        }
+        self.state().queue.retain(|d| !d.is_stale());
         self.inner.space.notify_waiters();
     }
 

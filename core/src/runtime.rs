@@ -98,6 +98,33 @@ impl<T: Send + 'static> Pending<T> {
     }
 }
 
+/// This process's id, without a `getpid` system call each time: hot paths (every `Pool::next`
+/// and settlement) check it. A `pthread_atfork` child handler clears the cache, so a forked
+/// child reads its own pid afresh. (Ruby's and Python's `fork` both go through libc's `fork`,
+/// which runs the handler.)
+fn current_pid() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    use std::sync::Once;
+    static CACHED: AtomicU32 = AtomicU32::new(0);
+    static HANDLER: Once = Once::new();
+    extern "C" fn forget_in_child() {
+        CACHED.store(0, Relaxed);
+    }
+    HANDLER.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic (async-signal-safe).
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
+        assert_eq!(rc, 0, "pthread_atfork failed");
+    });
+    match CACHED.load(Relaxed) {
+        0 => {
+            let pid = std::process::id();
+            CACHED.store(pid, Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
+
 /// Identifies the process an object was created in.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ProcessGuard {
@@ -106,13 +133,11 @@ pub(crate) struct ProcessGuard {
 
 impl ProcessGuard {
     pub(crate) fn new() -> Self {
-        ProcessGuard {
-            pid: std::process::id(),
-        }
+        ProcessGuard { pid: current_pid() }
     }
 
     pub(crate) fn check(&self) -> Result<()> {
-        let now = std::process::id();
+        let now = current_pid();
         if now == self.pid {
             Ok(())
         } else {
@@ -124,6 +149,6 @@ impl ProcessGuard {
     }
 
     pub(crate) fn same_process(&self) -> bool {
-        self.pid == std::process::id()
+        self.pid == current_pid()
     }
 }
