@@ -4,6 +4,10 @@
 //! `cargo run --release -p cleats-core --example ceiling -- [MESSAGES] [PREFETCH] [THREADS]`
 //! Prints one JSON line: messages/s, CPU microseconds per message of this process (user+sys
 //! from /proc, consuming only), and peak RSS.
+//!
+//! `... --example ceiling -- publish MESSAGES BATCH [confirms|noconfirms]`: the publishing
+//! ceiling, the engine's publisher sending batches of BATCH and waiting for each batch's
+//! confirms (or, without confirms, the rate the broker takes messages in at all).
 
 use cleats_core::{runtime, Engine, Message, Options, Outcome, Publisher};
 use serde_json::json;
@@ -67,49 +71,157 @@ fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
     by_name
 }
 
+fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+async fn declare_or_delete(amqp: &str, queue: &str, delete: bool) -> lapin::Result<()> {
+    let conn = lapin::Connection::connect(amqp, Default::default()).await?;
+    let channel = conn.create_channel().await?;
+    if delete {
+        channel
+            .queue_delete(queue.into(), Default::default())
+            .await?;
+    } else {
+        channel
+            .queue_declare(queue.into(), Default::default(), Default::default())
+            .await?;
+    }
+    conn.close(200, "done".into()).await
+}
+
+fn body() -> String {
+    json!({"id": 0, "email": "someone@example.com", "kind": "welcome", "at": "2026-11-21T08:00:00Z"})
+        .to_string()
+}
+
+fn publish_ceiling() -> Result<(), Box<dyn std::error::Error>> {
+    let (messages, batch) = (arg(2, 100_000), arg(3, 100).max(1));
+    let confirms = std::env::args().nth(4).as_deref() != Some("noconfirms");
+    let amqp = amqp_url();
+    let queue = format!("cleats-bench-ceiling-pub-{}", std::process::id());
+    let global: Options = serde_json::from_value(json!({
+        "amqp": amqp, "exchange": "", "publisher_confirms": confirms,
+    }))?;
+    runtime::handle().block_on(declare_or_delete(&amqp, &queue, false))?;
+    let publisher = Publisher::new(&global)?;
+    publisher.publish(&Message::new(queue.clone(), "connect"))?;
+    let chunk: Vec<Message> = (0..batch)
+        .map(|_| Message::new(queue.clone(), body()))
+        .collect();
+    let rounds = messages / batch;
+    let (cpu0, _) = usage();
+    let started = Instant::now();
+    for _ in 0..rounds {
+        publisher.publish_all(&chunk)?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (cpu1, rss_kib) = usage();
+    publisher.close()?;
+    runtime::handle().block_on(declare_or_delete(&amqp, &queue, true))?;
+    let sent = rounds * batch;
+    println!(
+        "{}",
+        json!({
+            "contender": format!("publish ceiling (engine publisher, batches of {batch}, {})",
+                if confirms { "confirmed" } else { "no confirms" }),
+            "messages": sent, "batch": batch, "confirms": confirms,
+            "msgs_per_s": (sent as f64 / elapsed).round(),
+            "cpu_us_per_msg": ((cpu1 - cpu0) * 1e6 / sent as f64 * 10.0).round() / 10.0,
+            "peak_rss_mib": (rss_kib as f64 / 1024.0 * 10.0).round() / 10.0,
+        })
+    );
+    Ok(())
+}
+
+/// Declares `queue` and fills it with `messages` copies of the body, before any consumer runs.
+fn prefill(global: &Options, queue: &str, messages: u64) -> Result<(), Box<dyn std::error::Error>> {
+    runtime::handle().block_on(declare_or_delete(&amqp_url(), queue, false))?;
+    let publisher = Publisher::new(global)?;
+    let body = body();
+    // Batches of 1,000: lapin scans every unconfirmed publish on each confirm, so huge batches
+    // cost it quadratic time.
+    for chunk in (0..messages).collect::<Vec<_>>().chunks(1_000) {
+        let batch: Vec<Message> = chunk
+            .iter()
+            .map(|_| Message::new(queue, body.clone()))
+            .collect();
+        publisher.publish_all(&batch)?;
+    }
+    Ok(publisher.close()?)
+}
+
+/// Raw lapin, for reference: one task consumes and acks each delivery as it arrives, no
+/// hand-off to other threads. Returns when `messages` were acked.
+async fn consume_raw_lapin(queue: &str, messages: u64, prefetch: u64) -> lapin::Result<()> {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    let conn = lapin::Connection::connect(&amqp_url(), Default::default()).await?;
+    let channel = conn.create_channel().await?;
+    channel
+        .basic_qos(prefetch as u16, BasicQosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "raw".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await?;
+    let mut acked = 0;
+    while let Some(delivery) = consumer.next().await {
+        delivery?.ack(BasicAckOptions::default()).await?;
+        acked += 1;
+        if acked == messages {
+            break;
+        }
+    }
+    conn.close(200, "done".into()).await
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (messages, prefetch, threads) = (arg(1, 200_000), arg(2, 10), arg(3, 10));
-    let amqp = std::env::var("AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    if mode == "publish" {
+        return publish_ceiling();
+    }
+    // `lapin MESSAGES PREFETCH`: raw lapin instead of the engine.
+    let raw = mode == "lapin";
+    let first = usize::from(raw) + 1;
+    let (messages, prefetch, threads) = (
+        arg(first, 200_000),
+        arg(first + 1, 10),
+        arg(first + 2, 10),
+    );
+    let amqp = amqp_url();
     let queue = format!("cleats-bench-ceiling-{}", std::process::id());
     let global: Options = serde_json::from_value(json!({
         "amqp": amqp, "exchange": "", "prefetch": prefetch, "threads": threads,
         "queue_options": {"durable": false},
     }))?;
-
-    let engine = Engine::new(&global)?;
-    let worker = engine.add_worker("Ceiling", &queue, &Options::new())?;
-    let publisher = Publisher::new(&global)?;
-    let body = json!({"id": 0, "email": "someone@example.com", "kind": "welcome", "at": "2026-11-21T08:00:00Z"}).to_string();
-    // The queue exists before the prefill; the engine consumes only once it is full.
-    runtime::handle().block_on(async {
-        let conn = lapin::Connection::connect(&amqp, Default::default()).await?;
-        let channel = conn.create_channel().await?;
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                Default::default(),
-                Default::default(),
-            )
-            .await?;
-        conn.close(200, "declared".into()).await
-    })?;
-    for chunk in (0..messages).collect::<Vec<_>>().chunks(20_000) {
-        let batch: Vec<Message> = chunk
-            .iter()
-            .map(|_| Message::new(queue.clone(), body.clone()))
-            .collect();
-        publisher.publish_all(&batch)?;
-    }
-    publisher.close()?;
+    prefill(&global, &queue, messages)?;
 
     let (cpu0, _) = usage();
     let threads_before = cpu_by_thread();
     let started = Instant::now();
-    engine.start()?;
-    let threads_h = worker.pool().spawn_rust_threads(|_| Outcome::Ack);
-    while worker.metrics().ended < messages {
-        std::thread::sleep(Duration::from_millis(5));
+    let mut stop: Box<dyn FnOnce() -> Result<(), Box<dyn std::error::Error>>> = Box::new(|| Ok(()));
+    if raw {
+        runtime::handle().block_on(consume_raw_lapin(&queue, messages, prefetch))?;
+    } else {
+        let engine = Engine::new(&global)?;
+        let worker = engine.add_worker("Ceiling", &queue, &Options::new())?;
+        engine.start()?;
+        let threads_h = worker.pool().spawn_rust_threads(|_| Outcome::Ack);
+        while worker.metrics().ended < messages {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop = Box::new(move || {
+            engine.stop(Some(Duration::from_secs(5)))?;
+            for t in threads_h {
+                t.join().ok();
+            }
+            Ok(())
+        });
     }
     let elapsed = started.elapsed().as_secs_f64();
     let (cpu1, rss_kib) = usage();
@@ -124,23 +236,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         eprintln!("CPU seconds by thread while consuming: {spent:?}");
     }
-    engine.stop(Some(Duration::from_secs(5)))?;
-    for t in threads_h {
-        t.join().ok();
-    }
-    runtime::handle().block_on(async {
-        let conn = lapin::Connection::connect(&amqp, Default::default()).await?;
-        let channel = conn.create_channel().await?;
-        channel
-            .queue_delete(queue.as_str().into(), Default::default())
-            .await?;
-        conn.close(200, "deleted".into()).await
-    })?;
+    stop()?;
+    runtime::handle().block_on(declare_or_delete(&amqp, &queue, true))?;
+    let contender = if raw {
+        "raw lapin (one task, ack each delivery)"
+    } else {
+        "ceiling (engine, no-op Rust work)"
+    };
     println!(
         "{}",
         json!({
-            "contender": "ceiling (engine, no-op Rust work)",
-            "messages": messages, "prefetch": prefetch, "threads": threads,
+            "contender": contender,
+            "messages": messages, "prefetch": prefetch, "threads": if raw { 1 } else { threads },
             "msgs_per_s": (messages as f64 / elapsed).round(),
             "cpu_us_per_msg": ((cpu1 - cpu0) * 1e6 / messages as f64 * 10.0).round() / 10.0,
             "peak_rss_mib": (rss_kib as f64 / 1024.0 * 10.0).round() / 10.0,
