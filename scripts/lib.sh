@@ -68,6 +68,8 @@ install_ruby_gem() {
   if [ "$(cat "$out/installed.sha256" 2>/dev/null)" != "$sum" ] || [ ! -d "$GEM_HOME/gems" ]; then
     say "gem install (GEM_HOME=${GEM_HOME#"$CLEATS_ROOT"/}; the extension compiles with cargo)"
     rm -f "$out/installed.sha256"
+    # A failed install can leave a half-installed copy that a new install does not replace.
+    rm -rf "$GEM_HOME"/gems/cleats-* "$GEM_HOME"/specifications/cleats-* "$GEM_HOME"/extensions/*/*/cleats-*
     # The cargo build directory is kept between runs so that a reinstall rebuilds only what changed.
     CARGO_TARGET_DIR="$out/gem-build" gem install --local --no-document "$out/cleats.gem"
     echo "$sum" >"$out/installed.sha256"

@@ -1,8 +1,9 @@
 //! `Cleats::Native::Delivery`: one message handed to a Ruby thread, settled from Ruby.
 
-use crate::convert;
+use crate::convert::{self, key};
 use crate::errors::{config_error, to_ruby};
 use cleats_core::{Delivery, ErrorInfo, Outcome};
+use magnus::value::LazyId;
 use magnus::{method, prelude::*, Error, RHash, RModule, RString, Ruby};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -28,6 +29,8 @@ pub fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("worker_name", method!(RbDelivery::worker_name, 0))?;
     class.define_method("delivery_info", method!(RbDelivery::delivery_info, 0))?;
     class.define_method("properties", method!(RbDelivery::properties, 0))?;
+    class.define_method("content_type", method!(RbDelivery::content_type, 0))?;
+    class.define_method("content_encoding", method!(RbDelivery::content_encoding, 0))?;
     class.define_method("settle", method!(RbDelivery::settle, 4))?;
     class.define_method("settled?", method!(RbDelivery::is_settled, 0))?;
     Ok(())
@@ -45,18 +48,32 @@ impl RbDelivery {
 
     /// Bunny's delivery_info keys (symbols).
     fn delivery_info(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
+        static DELIVERY_TAG: LazyId = LazyId::new("delivery_tag");
+        static ROUTING_KEY: LazyId = LazyId::new("routing_key");
+        static EXCHANGE: LazyId = LazyId::new("exchange");
+        static REDELIVERED: LazyId = LazyId::new("redelivered");
+        static CONSUMER_TAG: LazyId = LazyId::new("consumer_tag");
         let i = &rb_self.delivery.info;
         let h = ruby.hash_new();
-        h.aset(ruby.to_symbol("delivery_tag"), i.delivery_tag)?;
-        h.aset(ruby.to_symbol("routing_key"), i.routing_key.as_str())?;
-        h.aset(ruby.to_symbol("exchange"), i.exchange.as_str())?;
-        h.aset(ruby.to_symbol("redelivered"), i.redelivered)?;
-        h.aset(ruby.to_symbol("consumer_tag"), i.consumer_tag.as_str())?;
+        h.aset(key(&DELIVERY_TAG), i.delivery_tag)?;
+        h.aset(key(&ROUTING_KEY), i.routing_key.as_str())?;
+        h.aset(key(&EXCHANGE), i.exchange.as_str())?;
+        h.aset(key(&REDELIVERED), i.redelivered)?;
+        h.aset(key(&CONSUMER_TAG), i.consumer_tag.as_str())?;
         Ok(h)
     }
 
     fn properties(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
         convert::properties(ruby, &rb_self.delivery.properties)
+    }
+
+    /// The two properties every message's decoding needs, without building `properties`.
+    fn content_type(&self) -> Option<&str> {
+        self.delivery.properties.content_type.as_deref()
+    }
+
+    fn content_encoding(&self) -> Option<&str> {
+        self.delivery.properties.content_encoding.as_deref()
     }
 
     /// Settles with `outcome` ("ack", "reject", "requeue", "error", "noop"); for "error" the

@@ -6,6 +6,9 @@ module Cleats
   # the engine stops. Created after fork, in the process that runs the workers.
   class WorkerSet
     PULL_TIMEOUT = 0.1
+    # Frozen once: a literal hash here would be allocated for every message.
+    DEFER_INTERRUPTS = { Object => :never }.freeze
+    TAKE_INTERRUPTS = { Object => :immediate }.freeze
 
     attr_reader :workers, :engine
 
@@ -68,9 +71,9 @@ module Cleats
     def start_thread(pool, index)
       Thread.new do
         Thread.current.name = "cleats-work-#{index}"
-        Thread.handle_interrupt(Object => :never) do
+        Thread.handle_interrupt(DEFER_INTERRUPTS) do
           loop do
-            Thread.handle_interrupt(Object => :immediate) {} if Thread.pending_interrupt?
+            Thread.handle_interrupt(TAKE_INTERRUPTS) {} if Thread.pending_interrupt?
             delivery = pool.next(PULL_TIMEOUT)
             break if delivery.nil?
             next if delivery == :timeout
@@ -83,7 +86,7 @@ module Cleats
 
     def serve(delivery)
       worker = @by_name.fetch(delivery.worker_name)
-      Thread.handle_interrupt(Object => :immediate) { worker.process_delivery(delivery) }
+      Thread.handle_interrupt(TAKE_INTERRUPTS) { worker.process_delivery(delivery) }
     ensure
       delivery.settle("requeue", nil, nil, nil) unless delivery.settled?
     end

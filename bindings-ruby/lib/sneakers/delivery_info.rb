@@ -1,49 +1,59 @@
 module Sneakers
   # Bunny-style read-only views: methods and `[:key]` (symbol or string), plus `to_hash`.
+  # Built from a hash, or lazily from `source.public_send(reader)` on first use: most `work(msg)`
+  # never looks at delivery_info or metadata, so no hash is made for them.
   class PropertiesView
-    def initialize(hash)
+    def initialize(hash, source = nil, reader = nil)
       @hash = hash
+      @source = source
+      @reader = reader
     end
 
     def [](key)
-      @hash[key.to_sym]
+      data[key.to_sym]
     end
 
     def to_hash
-      @hash.dup
+      data.dup
     end
     alias to_h to_hash
 
     def key?(key)
-      @hash.key?(key.to_sym)
+      data.key?(key.to_sym)
     end
 
     def each(&block)
-      @hash.each(&block)
+      data.each(&block)
     end
 
     def inspect
-      "#<#{self.class.name} #{@hash.inspect}>"
+      "#<#{self.class.name} #{data.inspect}>"
     end
 
     def method_missing(name, *args)
-      return @hash[name] if args.empty? && @hash.key?(name)
+      return data[name] if args.empty? && data.key?(name)
 
       super
     end
 
     def respond_to_missing?(name, include_private = false)
-      @hash.key?(name) || super
+      data.key?(name) || super
+    end
+
+    private
+
+    def data
+      @hash ||= @source.public_send(@reader)
     end
   end
 
   # Bunny's DeliveryInfo: delivery_tag, routing_key, exchange, redelivered?, consumer_tag.
   class DeliveryInfo < PropertiesView
-    def delivery_tag = @hash[:delivery_tag]
-    def routing_key = @hash[:routing_key]
-    def exchange = @hash[:exchange]
-    def consumer_tag = @hash[:consumer_tag]
-    def redelivered = @hash[:redelivered]
+    def delivery_tag = data[:delivery_tag]
+    def routing_key = data[:routing_key]
+    def exchange = data[:exchange]
+    def consumer_tag = data[:consumer_tag]
+    def redelivered = data[:redelivered]
     alias redelivered? redelivered
   end
 
@@ -51,11 +61,11 @@ module Sneakers
   class Metadata < PropertiesView
     %i[headers content_type content_encoding delivery_mode priority correlation_id reply_to
        expiration message_id timestamp type user_id app_id cluster_id].each do |key|
-      define_method(key) { @hash[key] }
+      define_method(key) { data[key] }
     end
 
     def persistent?
-      @hash[:delivery_mode] == 2
+      data[:delivery_mode] == 2
     end
   end
 end

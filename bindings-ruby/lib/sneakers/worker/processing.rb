@@ -12,8 +12,8 @@ module Sneakers
       end
 
       def process_delivery(delivery)
-        delivery_info = Sneakers::DeliveryInfo.new(delivery.delivery_info)
-        metadata = Sneakers::Metadata.new(delivery.properties)
+        delivery_info = Sneakers::DeliveryInfo.new(nil, delivery, :delivery_info)
+        metadata = Sneakers::Metadata.new(nil, delivery, :properties)
         msg = delivery.body
         names = @metric_names
         res = nil
@@ -22,7 +22,7 @@ module Sneakers
         begin
           metrics.increment(names[:started])
           metrics.timing(names[:time]) do
-            res = run_middleware_and_work(msg, delivery_info, metadata)
+            res = run_middleware_and_work(delivery, msg, delivery_info, metadata)
           end
           finished = true
         rescue SignalException, SystemExit
@@ -47,16 +47,19 @@ module Sneakers
 
       private
 
-      def run_middleware_and_work(msg, delivery_info, metadata)
-        decoded = ContentEncoding.decode(msg, @content_encoding || metadata[:content_encoding])
-        deserialized = ContentType.deserialize(decoded, @content_type || metadata[:content_type])
-        app = lambda do |m, info, meta, _handler|
-          respond_to?(:work_with_params) ? work_with_params(m, info, meta) : work(m)
-        end
-        chain = Sneakers.middleware.to_a.reverse.reduce(app) do |inner, mw|
-          mw[:class].new(inner, *mw[:args])
-        end
+      def run_middleware_and_work(delivery, msg, delivery_info, metadata)
+        decoded = ContentEncoding.decode(msg, @content_encoding || delivery.content_encoding)
+        deserialized = ContentType.deserialize(decoded, @content_type || delivery.content_type)
+        middlewares = Sneakers.middleware.to_a
+        return call_work(deserialized, delivery_info, metadata) if middlewares.empty?
+
+        app = ->(m, info, meta, _handler) { call_work(m, info, meta) }
+        chain = middlewares.reverse.reduce(app) { |inner, mw| mw[:class].new(inner, *mw[:args]) }
         chain.call(deserialized, delivery_info, metadata, @handler)
+      end
+
+      def call_work(msg, delivery_info, metadata)
+        respond_to?(:work_with_params) ? work_with_params(msg, delivery_info, metadata) : work(msg)
       end
 
       OUTCOMES = %i[ack reject requeue error].freeze
