@@ -3,6 +3,7 @@
 
 use cleats_core::{DeliveryInfo, FieldValue, Options, Properties, Table};
 use pyo3::exceptions::PyTypeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::Value;
@@ -139,29 +140,29 @@ pub fn properties_to_py<'py>(py: Python<'py>, p: &Properties) -> PyResult<Bound<
         Some(t) => table_to_py(py, t)?.into_any(),
         None => py.None().into_bound(py),
     };
-    d.set_item("headers", headers)?;
-    d.set_item("content_type", &p.content_type)?;
-    d.set_item("content_encoding", &p.content_encoding)?;
-    d.set_item("delivery_mode", p.delivery_mode)?;
-    d.set_item("priority", p.priority)?;
-    d.set_item("correlation_id", &p.correlation_id)?;
-    d.set_item("reply_to", &p.reply_to)?;
-    d.set_item("expiration", &p.expiration)?;
-    d.set_item("message_id", &p.message_id)?;
-    d.set_item("timestamp", p.timestamp)?;
-    d.set_item("type", &p.kind)?;
-    d.set_item("user_id", &p.user_id)?;
-    d.set_item("app_id", &p.app_id)?;
-    d.set_item("cluster_id", &p.cluster_id)?;
+    d.set_item(intern!(py, "headers"), headers)?;
+    d.set_item(intern!(py, "content_type"), &p.content_type)?;
+    d.set_item(intern!(py, "content_encoding"), &p.content_encoding)?;
+    d.set_item(intern!(py, "delivery_mode"), p.delivery_mode)?;
+    d.set_item(intern!(py, "priority"), p.priority)?;
+    d.set_item(intern!(py, "correlation_id"), &p.correlation_id)?;
+    d.set_item(intern!(py, "reply_to"), &p.reply_to)?;
+    d.set_item(intern!(py, "expiration"), &p.expiration)?;
+    d.set_item(intern!(py, "message_id"), &p.message_id)?;
+    d.set_item(intern!(py, "timestamp"), p.timestamp)?;
+    d.set_item(intern!(py, "type"), &p.kind)?;
+    d.set_item(intern!(py, "user_id"), &p.user_id)?;
+    d.set_item(intern!(py, "app_id"), &p.app_id)?;
+    d.set_item(intern!(py, "cluster_id"), &p.cluster_id)?;
     Ok(d)
 }
 
 pub fn info_to_py<'py>(py: Python<'py>, i: &DeliveryInfo) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("delivery_tag", i.delivery_tag)?;
-    d.set_item("routing_key", &i.routing_key)?;
-    d.set_item("exchange", &i.exchange)?;
-    d.set_item("redelivered", i.redelivered)?;
-    d.set_item("consumer_tag", &i.consumer_tag)?;
+    d.set_item(intern!(py, "delivery_tag"), i.delivery_tag)?;
+    d.set_item(intern!(py, "routing_key"), &i.routing_key)?;
+    d.set_item(intern!(py, "exchange"), &i.exchange)?;
+    d.set_item(intern!(py, "redelivered"), i.redelivered)?;
+    d.set_item(intern!(py, "consumer_tag"), &i.consumer_tag)?;
     Ok(d)
 }

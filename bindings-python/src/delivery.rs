@@ -60,6 +60,17 @@ impl Delivery {
         properties_to_py(py, &self.inner.properties)
     }
 
+    /// The two properties every message's decoding needs, without building `properties`.
+    #[getter]
+    fn content_type(&self) -> Option<&str> {
+        self.inner.properties.content_type.as_deref()
+    }
+
+    #[getter]
+    fn content_encoding(&self) -> Option<&str> {
+        self.inner.properties.content_encoding.as_deref()
+    }
+
     #[getter]
     fn delivery_tag(&self) -> u64 {
         self.inner.info.delivery_tag

@@ -115,6 +115,13 @@ class Worker:
                 Channel(engine_worker), Queue(engine_worker, engine_worker.queue), dict(self.opts)
             )
         self._chain = middleware.build(self._call_work)
+        # Whether anything reads delivery_info and metadata on the success path; if not, they
+        # are only built for error reporting, and never for a plain `work(msg)`.
+        self._needs_params = (
+            self._chain != self._call_work
+            or self._handler is not None
+            or type(self).work_with_params is not Worker.work_with_params
+        )
 
     @classmethod
     def handler_spec(cls) -> Any:
@@ -158,12 +165,14 @@ class Worker:
         delivery is settled whatever the metrics object or a custom handler does."""
         names = self._names
         self._metric("increment", names["started"])
-        info = DeliveryInfo(delivery.delivery_info)
-        meta = Metadata(delivery.properties)
+        info: Any = None
+        meta: Any = None
+        if self._needs_params:
+            info, meta = DeliveryInfo(delivery.delivery_info), Metadata(delivery.properties)
         outcome, error_info, error, msg = "noop", None, None, None
         try:
-            ctype = self.opts.get("content_type") or meta.get("content_type")
-            cenc = self.opts.get("content_encoding") or meta.get("content_encoding")
+            ctype = self.opts.get("content_type") or delivery.content_type
+            cenc = self.opts.get("content_encoding") or delivery.content_encoding
             msg = content.from_body(delivery.body, ctype, cenc)
             assert self._chain is not None
             result = self._chain(msg, info, meta, self._handler)
@@ -171,6 +180,8 @@ class Worker:
         except Exception as e:  # KeyboardInterrupt and SystemExit are not swallowed
             outcome, error = "error", e
             error_info = (type(e).__qualname__, str(e), backtrace(e))
+            if info is None:
+                info, meta = DeliveryInfo(delivery.delivery_info), Metadata(delivery.properties)
             self._report(e, msg, info, meta)
         if self._handler is not None:
             self._run_custom_handler(outcome, info, meta, msg, error)
@@ -183,6 +194,8 @@ class Worker:
         return outcome
 
     def _metric(self, method: str, *args: Any) -> None:
+        if type(self.metrics) is NullMetrics:
+            return  # the default: skip the lookup and call, four times per message
         try:
             getattr(self.metrics, method)(*args)
         except Exception:
