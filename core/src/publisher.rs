@@ -214,12 +214,22 @@ impl Publisher {
     /// Returns the first error, after every message was attempted.
     pub fn publish_all(&self, messages: &[Message]) -> Result<()> {
         self.inner.guard.check()?;
-        runtime::block_on(async {
-            let results =
-                futures_util::future::join_all(messages.iter().map(|m| self.publish_async(m)))
-                    .await;
-            results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
-        })
+        runtime::block_on(self.publish_all_async(messages))
+    }
+
+    /// [`Publisher::publish_all`] as a [`Pending`] operation (a host's batch publish).
+    pub fn begin_publish_all(&self, messages: Vec<Message>) -> Result<Pending<()>> {
+        self.inner.guard.check()?;
+        let publisher = self.clone();
+        Ok(Pending::spawn(async move {
+            publisher.publish_all_async(&messages).await
+        }))
+    }
+
+    async fn publish_all_async(&self, messages: &[Message]) -> Result<()> {
+        let results =
+            futures_util::future::join_all(messages.iter().map(|m| self.publish_async(m))).await;
+        results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
     }
 
     /// The async form of [`Publisher::publish`], for callers on the engine's runtime.

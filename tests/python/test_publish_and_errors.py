@@ -40,6 +40,38 @@ def test_publish_is_confirmed_and_enqueue_uses_the_workers_settings(names):
     assert counts(q) == (1, 0)
 
 
+def test_publish_batch_delivers_every_message_once_confirmed(names):
+    q = names.queue()
+    got: List[Any] = []
+
+    @cleats.from_queue(q, content_type="application/json", prefetch=50)
+    class Sink(cleats.Worker):
+        def work(self, msg):
+            got.append(msg)
+            return self.ack()
+
+    with running(Sink):
+        pass  # declares the queue
+    # Confirmed: every message is on the queue when publish_batch returns.
+    cleats.publish_batch([{"n": i} for i in range(500)], to_queue=q, content_type="application/json")
+    assert counts(q) == (500, 0)
+    with running(Sink):
+        wait_for(lambda: len(got) == 500, what="the batch")
+    assert sorted(m["n"] for m in got) == list(range(500))
+    # A Publisher's batch, and an empty batch, which is no error.
+    cleats.Publisher().publish_batch([b"a", "b"], to_queue=q)
+    cleats.publish_batch([], to_queue=q)
+    assert counts(q) == (2, 0)
+
+
+def test_unroutable_mandatory_batch_raises_after_trying_every_message(names):
+    q = names.queue()
+    with pytest.raises(cleats.UnroutableError, match="NO_ROUTE"):
+        cleats.publish_batch(["x", "y"], to_queue="cleats-pytest-no-such-queue", mandatory=True)
+    with pytest.raises(TypeError, match="content_type"):
+        cleats.publish_batch([{"a": 1}], to_queue=q)
+
+
 def test_unroutable_mandatory_message_raises():
     with pytest.raises(cleats.UnroutableError, match="NO_ROUTE"):
         cleats.publish("x", to_queue="cleats-pytest-no-such-queue", mandatory=True)

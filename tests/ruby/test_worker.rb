@@ -34,6 +34,22 @@ class WorkerTest < CleatsTestCase
     assert_queue_counts(q, [1, 0])   # ...and goes back when the channel closes
   end
 
+  def test_publish_batch_puts_every_message_on_the_queue_before_returning
+    q = queue("batch")
+    seen = Thread::Queue.new
+    klass = worker_class(q) { define_method(:work) { |m| seen << m; ack! } }
+    run_worker(klass).stop # declares the queue
+    Sneakers::Publisher.new.publish_batch((1..300).map(&:to_s), to_queue: q, headers: { "batch" => true })
+    assert_queue_counts(q, [300, 0], 0) # confirmed: already there when publish_batch returned
+    run_worker(klass)
+    got = Array.new(300) { Timeout.timeout(10) { seen.pop } }
+    assert_equal (1..300).to_a, got.map(&:to_i).sort
+    e = assert_raises(Cleats::UnroutableError) do
+      Sneakers::Publisher.new.publish_batch(%w[x y], to_queue: "cleats-rb-no-such-queue", mandatory: true)
+    end
+    assert_includes e.message, "NO_ROUTE"
+  end
+
   def test_ack_false_settles_nothing
     q = queue("noack")
     seen = Thread::Queue.new

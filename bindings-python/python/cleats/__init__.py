@@ -34,7 +34,7 @@ from .handlers import Channel, Handler, Maxretry, Oneshot
 from .message import DeliveryInfo, Metadata
 from .metrics import LoggingMetrics, MemoryMetrics, NullMetrics
 from .middleware import Middleware, middleware
-from .publisher import Publisher, publish
+from .publisher import Publisher, publish, publish_batch
 from .runner import WorkerGroup, run
 from .worker import ACK, REJECT, REQUEUE, Worker, from_queue, worker_classes
 
@@ -48,5 +48,5 @@ __all__ = [
     "Oneshot", "PublishError", "PublishNackedError", "Publisher", "StateError", "TimeoutError",
     "UnroutableError", "Worker", "WorkerGroup", "clear", "config", "configure", "configured",
     "content_encodings", "content_types", "default_logger", "defaults", "from_queue",
-    "middleware", "publish", "redacted", "run", "worker_classes",
+    "middleware", "publish", "publish_batch", "redacted", "run", "worker_classes",
 ]

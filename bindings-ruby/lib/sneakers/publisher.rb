@@ -13,14 +13,19 @@ module Sneakers
     end
 
     def publish(msg, options = {})
-      options = options.dup
-      to_queue = options.delete(:to_queue)
-      options[:routing_key] ||= to_queue
-      options[:routing_key] = Array(options[:routing_key]).first
-      body = ContentType.serialize(msg, options[:content_type])
-      body = ContentEncoding.encode(body, options[:content_encoding])
+      options = publish_options(options)
       Sneakers.logger.info { "publishing <#{msg}> to [#{options[:routing_key]}]" }
-      native.publish(body.to_s.b, JSON.generate(Configuration.json_safe(options)))
+      native.publish(body_of(msg, options), JSON.generate(Configuration.json_safe(options)))
+    end
+
+    # cleats' addition: publishes every message of `msgs` with the same options, then waits once
+    # for all the broker's confirms, far faster than `publish` in a loop (which waits for each
+    # confirm in turn). Raises the first failure after every message was attempted.
+    def publish_batch(msgs, options = {})
+      options = publish_options(options)
+      bodies = msgs.map { |msg| body_of(msg, options) }
+      Sneakers.logger.info { "publishing #{bodies.size} messages to [#{options[:routing_key]}]" }
+      native.publish_batch(bodies, JSON.generate(Configuration.json_safe(options)))
     end
 
     # Sneakers' name for the underlying session; here the engine's publisher.
@@ -41,6 +46,19 @@ module Sneakers
     end
 
     private
+
+    def publish_options(options)
+      options = options.dup
+      to_queue = options.delete(:to_queue)
+      options[:routing_key] ||= to_queue
+      options[:routing_key] = Array(options[:routing_key]).first
+      options
+    end
+
+    def body_of(msg, options)
+      body = ContentType.serialize(msg, options[:content_type])
+      ContentEncoding.encode(body, options[:content_encoding]).to_s.b
+    end
 
     def connection_options
       Cleats::Connection.apply(@opts)
