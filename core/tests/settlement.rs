@@ -1406,3 +1406,34 @@ fn closed_port_is_a_connection_error() {
     assert!(!format!("{err:?}").contains("ClosedP0rtSecret"));
     assert!(text.contains("127.0.0.1"), "names the broker: {text}");
 }
+
+#[test]
+fn bodies_larger_than_a_frame_arrive_whole() {
+    // frame_max defaults to 32 KiB: these bodies travel in several body frames each way.
+    let f = Fixture::new();
+    let q = f.queue("bigbody");
+    let global = options(json!({"exchange": ""}));
+    let engine = f.engine(&global);
+    let w = engine.add_worker("BigBodyWorker", &q, &global).unwrap();
+    engine.start().unwrap();
+    let publisher = Publisher::new(&global).unwrap();
+    let bodies: Vec<Vec<u8>> = [32 * 1024 - 8, 32 * 1024, 100_000, 3 * 1024 * 1024 + 7]
+        .iter()
+        .map(|&n| (0..n).map(|i| (i % 251) as u8).collect())
+        .collect();
+    for body in &bodies {
+        publisher
+            .publish(&Message::new(q.clone(), body.clone()))
+            .unwrap();
+    }
+    for body in &bodies {
+        let d = expect_next(w.pool());
+        assert_eq!(d.body.len(), body.len());
+        assert!(
+            d.body == *body,
+            "a {}-byte body came back changed",
+            body.len()
+        );
+        d.settle(Outcome::Ack).unwrap();
+    }
+}
