@@ -5,6 +5,9 @@
 //! Prints one JSON line: messages/s, CPU microseconds per message of this process (user+sys
 //! from /proc, consuming only), and peak RSS.
 //!
+//! `... --example ceiling -- lapin MESSAGES PREFETCH [noack]`: raw lapin for reference (see
+//! `consume_raw_lapin`).
+//!
 //! `... --example ceiling -- publish MESSAGES BATCH [confirms|noconfirms]`: the publishing
 //! ceiling, the engine's publisher sending batches of BATCH and waiting for each batch's
 //! confirms (or, without confirms, the rate the broker takes messages in at all).
@@ -152,8 +155,14 @@ fn prefill(global: &Options, queue: &str, messages: u64) -> Result<(), Box<dyn s
 }
 
 /// Raw lapin, for reference: one task consumes and acks each delivery as it arrives, no
-/// hand-off to other threads. Returns when `messages` were acked.
-async fn consume_raw_lapin(queue: &str, messages: u64, prefetch: u64) -> lapin::Result<()> {
+/// hand-off to other threads. Returns when `messages` were acked. With `no_ack` the broker
+/// pushes without waiting for acks (and ignores prefetch): the most it delivers from a queue.
+async fn consume_raw_lapin(
+    queue: &str,
+    messages: u64,
+    prefetch: u64,
+    no_ack: bool,
+) -> lapin::Result<()> {
     use futures_util::StreamExt;
     use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
     let conn = lapin::Connection::connect(&amqp_url(), Default::default()).await?;
@@ -165,13 +174,19 @@ async fn consume_raw_lapin(queue: &str, messages: u64, prefetch: u64) -> lapin::
         .basic_consume(
             queue.into(),
             "raw".into(),
-            BasicConsumeOptions::default(),
+            BasicConsumeOptions {
+                no_ack,
+                ..Default::default()
+            },
             Default::default(),
         )
         .await?;
     let mut acked = 0;
     while let Some(delivery) = consumer.next().await {
-        delivery?.ack(BasicAckOptions::default()).await?;
+        let delivery = delivery?;
+        if !no_ack {
+            delivery.ack(BasicAckOptions::default()).await?;
+        }
         acked += 1;
         if acked == messages {
             break;
@@ -185,14 +200,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if mode == "publish" {
         return publish_ceiling();
     }
-    // `lapin MESSAGES PREFETCH`: raw lapin instead of the engine.
+    // `lapin MESSAGES PREFETCH [noack]`: raw lapin instead of the engine.
     let raw = mode == "lapin";
+    let no_ack = raw && std::env::args().nth(4).as_deref() == Some("noack");
     let first = usize::from(raw) + 1;
-    let (messages, prefetch, threads) = (
-        arg(first, 200_000),
-        arg(first + 1, 10),
-        arg(first + 2, 10),
-    );
+    let (messages, prefetch, threads) =
+        (arg(first, 200_000), arg(first + 1, 10), arg(first + 2, 10));
     let amqp = amqp_url();
     let queue = format!("cleats-bench-ceiling-{}", std::process::id());
     let global: Options = serde_json::from_value(json!({
@@ -206,7 +219,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut stop: Box<dyn FnOnce() -> Result<(), Box<dyn std::error::Error>>> = Box::new(|| Ok(()));
     if raw {
-        runtime::handle().block_on(consume_raw_lapin(&queue, messages, prefetch))?;
+        runtime::handle().block_on(consume_raw_lapin(&queue, messages, prefetch, no_ack))?;
     } else {
         let engine = Engine::new(&global)?;
         let worker = engine.add_worker("Ceiling", &queue, &Options::new())?;
@@ -238,7 +251,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     stop()?;
     runtime::handle().block_on(declare_or_delete(&amqp, &queue, true))?;
-    let contender = if raw {
+    let contender = if no_ack {
+        "broker with no acks (raw lapin, no_ack consumer)"
+    } else if raw {
         "raw lapin (one task, ack each delivery)"
     } else {
         "ceiling (engine, no-op Rust work)"

@@ -52,6 +52,10 @@ SCALES = {
 # name -> (command builder, mode, kind). kind: ceiling | amqp (plain queue) | dramatiq
 CONTENDERS = {
     "ceiling": (None, None, "ceiling"),
+    # References: the idiomatic raw lapin loop (await each ack), and the broker pushing with no
+    # acks at all (consumer no_ack), the most it delivers from one queue here.
+    "raw-lapin": (None, None, "lapin"),
+    "broker-noack": (None, None, "noack"),
     "cleats-ruby": ([RUBY, os.path.join(WORKERS, "cleats_worker.rb")], "ack", "amqp"),
     "cleats-ruby-json": ([RUBY, os.path.join(WORKERS, "cleats_worker.rb")], "json", "amqp"),
     "bunny+pool": ([RUBY, os.path.join(WORKERS, "bunny_worker.rb")], "ack", "amqp"),
@@ -243,9 +247,13 @@ def start_workers(name: str, queue: str, prefetch: int, threads: int, procs: int
 
 
 def drain_once(name: str, n: int, prefetch: int, threads: int, procs: int) -> dict:
-    if CONTENDERS[name][2] == "ceiling":
-        out = subprocess.run([CEILING, str(n), str(prefetch), str(threads)], env=dict(
-            os.environ, AMQP_URL=AMQP), capture_output=True, text=True, check=True)
+    kind = CONTENDERS[name][2]
+    if kind in ("ceiling", "lapin", "noack"):
+        argv = {"ceiling": [CEILING, str(n), str(prefetch), str(threads)],
+                "lapin": [CEILING, "lapin", str(n), str(prefetch)],
+                "noack": [CEILING, "lapin", str(n), str(prefetch), "noack"]}[kind]
+        out = subprocess.run(argv, env=dict(os.environ, AMQP_URL=AMQP), capture_output=True,
+                             text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         return dict(msgs_per_s=r["msgs_per_s"], cpu_us_per_msg=r["cpu_us_per_msg"],
                     peak_rss_mib=r["peak_rss_mib"], threads_cpu_s={})
@@ -296,7 +304,7 @@ def bench_drain(scale: dict, reps: int, names: list, save=lambda raw: None) -> d
         for rep in range(reps):
             # Contenders interleaved within a repetition: side by side on a noisy machine.
             for name in names:
-                if name == "ceiling" and procs > 1:
+                if CONTENDERS[name][2] in ("ceiling", "lapin", "noack") and procs > 1:
                     continue
                 log(f"drain [{label}] rep {rep + 1}/{reps}: {name}")
                 try:
@@ -434,12 +442,21 @@ def print_latency(results: dict) -> None:
 # ---------------------------------------------------------------- confirmed publishing
 
 PUBLISHERS = {
-    # name -> argv (the script gets QUEUE N as its last arguments)
-    "cleats-ruby Sneakers::Publisher, 1 thread": [RUBY, os.path.join(BENCH, "publish", "cleats_publish.rb"), "1"],
-    "cleats-ruby Sneakers::Publisher, 16 threads": [RUBY, os.path.join(BENCH, "publish", "cleats_publish.rb"), "16"],
+    # name -> argv (the script gets QUEUE N as its last arguments). Like for like: cleats'
+    # publish_batch and Bunny's wait_for_confirms both wait once per batch.
+    "cleats-ruby Publisher#publish, 16 threads": [RUBY, os.path.join(BENCH, "publish", "cleats_publish.rb"), "16"],
+    "cleats-ruby Publisher#publish_batch, batches of 100": [RUBY, os.path.join(BENCH, "publish", "cleats_publish.rb"), "batch100"],
+    "cleats-ruby Publisher#publish_batch, batches of 1000": [RUBY, os.path.join(BENCH, "publish", "cleats_publish.rb"), "batch1000"],
     "cleats-py cleats.publish, 16 threads": [PY, os.path.join(BENCH, "publish", "cleats_publish.py"), "16"],
+    "cleats-py cleats.publish_batch, batches of 100": [PY, os.path.join(BENCH, "publish", "cleats_publish.py"), "batch100"],
+    "cleats-py cleats.publish_batch, batches of 1000": [PY, os.path.join(BENCH, "publish", "cleats_publish.py"), "batch1000"],
     "bunny confirms, wait_for_confirms every 1": [RUBY, os.path.join(BENCH, "publish", "bunny_publish.rb"), "1"],
     "bunny confirms, wait_for_confirms every 100": [RUBY, os.path.join(BENCH, "publish", "bunny_publish.rb"), "100"],
+    "bunny confirms, wait_for_confirms every 1000": [RUBY, os.path.join(BENCH, "publish", "bunny_publish.rb"), "1000"],
+    # References (Rust, own queue): the engine's publisher with no host language, and the rate
+    # the broker takes messages in when nobody waits for confirms at all.
+    "ceiling: engine publisher, batches of 1000": [CEILING, "publish", "{n}", "1000"],
+    "ceiling: engine publisher, no confirms": [CEILING, "publish", "{n}", "1000", "noconfirms"],
 }
 
 
@@ -448,15 +465,24 @@ def publish_once(name: str, n: int) -> dict:
     conn, ch = channel()
     ch.queue_declare(queue, durable=False)
     conn.close()
+    argv = PUBLISHERS[name]
+    if "{n}" in argv:
+        argv = [a.format(n=n) for a in argv]
+    else:
+        argv = argv + [queue, str(n)]
     try:
-        proc = subprocess.Popen(PUBLISHERS[name] + [queue, str(n)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=dict(os.environ, AMQP_URL=AMQP))
+        b0 = broker_cpu()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, AMQP_URL=AMQP))
         _, status, usage = os.wait4(proc.pid, 0)
         out, err = proc.communicate()
         if status != 0:
             raise RuntimeError(f"{name}: {err.strip()[-500:]}")
         r = json.loads(out.strip().splitlines()[-1])
         r["cpu_us_per_msg_process"] = round((usage.ru_utime + usage.ru_stime) * 1e6 / n, 1)
+        # Includes the broker's work on the publishes that were still queued when the
+        # publisher exited (no confirms) and deleting the queue is not counted.
+        r["broker_cpu_us_per_msg"] = round((broker_cpu() - b0) * 1e6 / n, 1)
         return r
     finally:
         delete_queues(queue)
