@@ -182,7 +182,13 @@ impl RbPool {
     /// the engine stops. The wait runs without the GVL.
     fn next(ruby: &Ruby, rb_self: &Self, timeout: f64) -> Result<Value, Error> {
         let wait = Duration::from_secs_f64(timeout.clamp(0.0, 0.1));
-        match without_gvl(|| rb_self.0.next(wait)) {
+        // A delivery already waiting is taken without giving up the GVL: releasing and
+        // retaking it wakes other Ruby threads and costs context switches for nothing.
+        let ready = match rb_self.0.next(Duration::ZERO) {
+            Ok(Next::Timeout) => None,
+            other => Some(other),
+        };
+        match ready.or_else(|| without_gvl(|| rb_self.0.next(wait))) {
             // A delivery is returned before any interrupt check: it must reach Ruby (and be
             // settled there), never be dropped on the way.
             Some(Ok(Next::Delivery(d))) => Ok(RbDelivery::new(d).into_value_with(ruby)),
