@@ -171,6 +171,7 @@ impl Engine {
         } else {
             Pool::new(config.threads, Some(usize::from(config.prefetch)))
         };
+        pool.serve(name);
         let worker = Worker::new(config, pool);
         lock(&self.inner.shared.workers).push(worker.clone());
         Ok(worker)

@@ -33,6 +33,10 @@ fn drop_unprocessed(delivery: Delivery) -> bool {
     }
 }
 
+fn lock_names(p: &PoolShared) -> MutexGuard<'_, Vec<String>> {
+    p.worker_names.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What [`Pool::next`] found.
 #[derive(Debug)]
 pub enum Next {
@@ -52,6 +56,8 @@ pub struct Pool {
 #[derive(Debug)]
 struct PoolShared {
     state: Mutex<State>,
+    /// The workers whose deliveries it hands out, in the order they were added.
+    worker_names: Mutex<Vec<String>>,
     /// `None`: unbounded.
     capacity: Option<usize>,
     threads: usize,
@@ -99,6 +105,7 @@ impl Pool {
         Pool {
             inner: Arc::new(PoolShared {
                 state: Mutex::new(State::default()),
+                worker_names: Mutex::new(Vec::new()),
                 capacity: capacity.map(|n| n.max(1)),
                 threads,
                 stopping: AtomicBool::new(false),
@@ -117,6 +124,15 @@ impl Pool {
     /// How many host threads should pull from this pool.
     pub fn threads(&self) -> usize {
         self.inner.threads
+    }
+
+    /// The workers whose deliveries this pool hands out: one, or several with `share_threads`.
+    pub fn worker_names(&self) -> Vec<String> {
+        lock_names(&self.inner).clone()
+    }
+
+    pub(crate) fn serve(&self, worker_name: &str) {
+        lock_names(&self.inner).push(worker_name.to_string());
     }
 
     pub(crate) fn same(&self, other: &Pool) -> bool {

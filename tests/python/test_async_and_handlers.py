@@ -45,6 +45,101 @@ def test_async_work_runs_threads_coroutines_at_once(names):
     assert state["max"] == threads
 
 
+def test_async_fast_path_overlaps_threads_tasks_and_reports_errors(names):
+    q = names.queue()
+    threads, n = 5, 200
+    cleats.configure(error_reporters=[lambda e, worker, ctx: reported.append((e, ctx["message"]))])
+    reported: List[Any] = []
+    state = {"now": 0, "max": 0}
+    acked: List[bytes] = []
+
+    class Fast(cleats.Worker):
+        queue_name = q
+        options = {"threads": threads, "prefetch": 50}
+
+        async def work(self, msg):
+            state["now"] += 1  # tasks all run on the loop thread: no lock needed
+            state["max"] = max(state["max"], state["now"])
+            try:
+                await asyncio.sleep(0.005)
+                if msg == b"boom":
+                    raise ValueError("async boom")
+            finally:
+                state["now"] -= 1
+            acked.append(msg)
+            return self.ack()
+
+    with running(Fast) as group:
+        # One feeder thread for the pool, no pulling threads blocked on coroutines.
+        assert [t.name for t in group._threads] == ["cleats-feed-0"]
+        cleats.publish("boom", to_queue=q)
+        for i in range(n):
+            cleats.publish(str(i), to_queue=q)
+        wait_for(lambda: len(acked) == n and reported, what="every message")
+        wait_for(lambda: counts(q) == (0, 0), what="the acks and the rejection")
+        metrics = group.workers["Fast"]._engine_worker.metrics()
+    assert sorted(acked) == sorted(str(i).encode() for i in range(n))
+    assert state["max"] == threads  # overlapping, never above the bound
+    assert (metrics["ack"], metrics["error"]) == (n, 1)
+    (error, msg), = reported
+    assert isinstance(error, ValueError) and str(error) == "async boom" and msg == b"boom"
+
+
+def test_async_fast_path_graceful_stop_loses_nothing(names):
+    q = names.queue()
+    n = 300
+    acked: List[bytes] = []
+
+    class Slow(cleats.Worker):
+        queue_name = q
+        options = {"threads": 4, "prefetch": 20}
+
+        async def work(self, msg):
+            await asyncio.sleep(0.05)
+            acked.append(msg)
+            return self.ack()
+
+    with running(Slow) as group:
+        assert [t.name for t in group._threads] == ["cleats-feed-0"]
+        for i in range(n):
+            cleats.publish(str(i), to_queue=q)
+        wait_for(lambda: len(acked) >= 20, what="some messages")
+        drained, _ = group.stop()
+        stopped_at = len(acked)
+        assert not any(t.is_alive() for t in group._threads)
+    assert drained and 20 <= stopped_at < n and len(acked) == stopped_at
+    assert len(set(acked)) == len(acked)
+    # What was taken finished and was acked; everything else is back, ready.
+    wait_for(lambda: counts(q) == (n - len(acked), 0), what="the rest back on the queue")
+
+
+def test_async_work_with_middleware_keeps_the_thread_path(names):
+    q = names.queue()
+    seen: List[Any] = []
+
+    class Record(cleats.Middleware):
+        def __call__(self, msg, delivery_info, metadata, handler):
+            result = self.app(msg, delivery_info, metadata, handler)
+            seen.append(result)  # the coroutine's result, not the coroutine
+            return result
+
+    cleats.middleware.use(Record)
+
+    class WithMiddleware(cleats.Worker):
+        queue_name = q
+        options = {"threads": 2}
+
+        async def work(self, msg):
+            await asyncio.sleep(0)
+            return self.ack()
+
+    with running(WithMiddleware) as group:
+        assert [t.name for t in group._threads] == ["cleats-work-0-0", "cleats-work-0-1"]
+        cleats.publish("x", to_queue=q)
+        wait_for(lambda: counts(q) == (0, 0) and seen, what="the ack")
+    assert seen == ["ack"]
+
+
 def test_maxretry_retries_then_parks_in_the_error_queue(names):
     q = names.queue()
     names.maxretry(q)

@@ -1,16 +1,20 @@
 """Runs worker classes in this process: one engine (created here, so after any fork), and for
 each of its pools `threads` Python threads looping pull -> work -> settle. Async workers run their
-coroutines on one asyncio loop owned by the process; each pulling thread waits for its own
-coroutine, so at most `threads` are in flight per pool."""
+coroutines on one asyncio loop owned by the process. A pool of async workers only, with no
+middleware, gets one feeder thread instead: it takes deliveries while fewer than `threads` are in
+flight and hands them to the loop in batches, where each runs as a task (no thread waits on a
+coroutine). Otherwise each pulling thread waits for its own coroutine. Either way at most
+`threads` coroutines are in flight per pool."""
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import logging
 import threading
 import weakref
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Type
 
 from . import _engine, log
 from . import configuration as config
@@ -55,6 +59,10 @@ class WorkerGroup:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
         self._stop_requested = threading.Event()
+        # Set once the engine has stopped: a feeder waiting for a free slot leaves.
+        self._engine_stopped = threading.Event()
+        # Tasks of the feeders' deliveries: the loop only keeps weak references.
+        self._tasks: "Set[asyncio.Task[str]]" = set()
         self._stop_timeout: Optional[float] = None
         self._stopped = False
 
@@ -75,6 +83,13 @@ class WorkerGroup:
         self.engine = engine
         _running.add(self)
         for i, pool in enumerate(engine.pools()):
+            if all(self.workers[n]._runs_on_loop() for n in pool.worker_names):
+                thread = threading.Thread(
+                    target=self._feed, args=(pool,), name=f"cleats-feed-{i}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+                continue
             for t in range(pool.threads):
                 thread = threading.Thread(
                     target=self._pull, args=(pool,), name=f"cleats-work-{i}-{t}", daemon=True
@@ -105,6 +120,72 @@ class WorkerGroup:
                 # to the stop's requeue.
                 logger.exception("%s: processing a message failed", delivery.worker_name)
 
+    def _feed(self, pool: _engine.Pool) -> None:
+        """Takes deliveries while fewer than `threads` are in flight (a slot each, given back
+        when its task ends) and hands them to the loop in batches: one wake-up of the loop per
+        batch instead of two thread hand-offs per message."""
+        loop = self._loop
+        assert loop is not None
+        slots = threading.Semaphore(pool.threads)
+        while True:
+            if not slots.acquire(timeout=0.1):
+                if self._engine_stopped.is_set():
+                    return  # every slot held by work that outlived the stop deadline
+                continue
+            delivery = pool.next(0.1)
+            if delivery is None or delivery is False:
+                slots.release()
+                if delivery is False:
+                    return
+                continue
+            batch = [delivery]
+            stopping = False
+            # Whatever else is ready, without waiting, while slots are free.
+            while slots.acquire(blocking=False):
+                more = pool.next(0)
+                if more is None or more is False:
+                    slots.release()
+                    stopping = more is False
+                    break
+                batch.append(more)
+            try:
+                loop.call_soon_threadsafe(self._start_tasks, batch, slots)
+            except RuntimeError:  # the loop is closed: nothing will run them
+                for delivery in batch:
+                    _requeue(delivery)
+                    slots.release()
+            if stopping:
+                return
+
+    def _start_tasks(self, batch: List[_engine.Delivery], slots: threading.Semaphore) -> None:
+        """On the loop: a task per delivery of a feeder's batch."""
+        assert self._loop is not None
+        for delivery in batch:
+            try:
+                worker = self.workers[delivery.worker_name]
+                task = self._loop.create_task(worker._process_async(delivery))
+            except Exception:
+                logger.exception("%s: starting work on a message failed", delivery.worker_name)
+                _requeue(delivery)
+                slots.release()
+                continue
+            self._tasks.add(task)
+            task.add_done_callback(functools.partial(self._task_done, delivery, slots))
+
+    def _task_done(self, delivery: _engine.Delivery, slots: threading.Semaphore,
+                   task: "asyncio.Task[str]") -> None:
+        self._tasks.discard(task)
+        slots.release()
+        if task.cancelled():
+            _requeue(delivery)  # stopped before its settle
+            return
+        error = task.exception()
+        if error is not None:
+            # Only a failing metrics object or the like; if it came before the settle, the
+            # message goes back on the queue.
+            logger.error("%s: processing a message failed", delivery.worker_name, exc_info=error)
+            _requeue(delivery)
+
     def request_stop(self, timeout: Optional[float] = None) -> None:
         """Asks `run` to stop (safe from a signal handler): gracefully, or with `timeout=0`
         at once (everything unfinished goes back on the queue)."""
@@ -120,6 +201,7 @@ class WorkerGroup:
         self._stopped = True
         _running.discard(self)
         report = self.engine.stop(timeout)
+        self._engine_stopped.set()
         # The engine has drained (or requeued) everything: the threads are leaving their loop,
         # unless a `work` outlived the deadline; that one is left behind (daemon thread).
         for thread in self._threads:
@@ -143,6 +225,14 @@ class WorkerGroup:
             logger.info("interrupted: stopping gracefully")
         finally:
             self.stop(self._stop_timeout)
+
+
+def _requeue(delivery: _engine.Delivery) -> None:
+    """Settles a delivery no work will finish, unless it was settled already."""
+    try:
+        delivery.settle("requeue")
+    except Exception as e:  # usually: its work settled it before failing
+        logger.debug("%s: not requeued: %s", delivery.worker_name, e)
 
 
 def run(*worker_classes: Type[Worker], **options: Any) -> None:

@@ -11,7 +11,7 @@ import inspect
 import logging
 import secrets
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Type, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Tuple, Type, TypeVar
 
 from . import content
 from . import configuration as config
@@ -148,11 +148,19 @@ class Worker:
         own = cls.work_with_params is not Worker.work_with_params
         return inspect.iscoroutinefunction(cls.work_with_params if own else cls.work)
 
-    def _call_work(self, msg: Any, delivery_info: DeliveryInfo, metadata: Metadata, handler: Any) -> Any:
+    def _runs_on_loop(self) -> bool:
+        """Whether `_process_async` may run this worker: async work, a loop, and no middleware
+        (middleware is synchronous and expects the final result, so it needs a waiting thread)."""
+        return self._loop is not None and self.is_async() and self._chain == self._call_work
+
+    def _invoke(self, msg: Any, delivery_info: Any, metadata: Any) -> Any:
+        """Calls the subclass's work; the result may be awaitable."""
         if type(self).work_with_params is not Worker.work_with_params:
-            result = self.work_with_params(msg, delivery_info, metadata)
-        else:
-            result = self.work(msg)
+            return self.work_with_params(msg, delivery_info, metadata)
+        return self.work(msg)
+
+    def _call_work(self, msg: Any, delivery_info: DeliveryInfo, metadata: Metadata, handler: Any) -> Any:
+        result = self._invoke(msg, delivery_info, metadata)
         if inspect.isawaitable(result):
             if self._loop is None:
                 raise RuntimeError("async work needs the worker process's asyncio loop")
@@ -163,28 +171,58 @@ class Worker:
     def _process(self, delivery: "_engine.Delivery") -> str:
         """Runs one delivery through middleware and work, settles it, sends the metrics. The
         delivery is settled whatever the metrics object or a custom handler does."""
-        names = self._names
-        self._metric("increment", names["started"])
-        info: Any = None
-        meta: Any = None
-        if self._needs_params:
-            info, meta = DeliveryInfo(delivery.delivery_info), Metadata(delivery.properties)
-        outcome, error_info, error, msg = "noop", None, None, None
+        info, meta = self._begin(delivery)
+        msg: Any = None
         try:
-            ctype = self.opts.get("content_type") or delivery.content_type
-            cenc = self.opts.get("content_encoding") or delivery.content_encoding
-            msg = content.from_body(delivery.body, ctype, cenc)
+            msg = self._decode(delivery)
             assert self._chain is not None
             result = self._chain(msg, info, meta, self._handler)
-            outcome = result if isinstance(result, str) and result in OUTCOMES else "noop"
         except Exception as e:  # KeyboardInterrupt and SystemExit are not swallowed
-            outcome, error = "error", e
-            error_info = (type(e).__qualname__, str(e), backtrace(e))
+            return self._finish(delivery, None, e, msg, info, meta)
+        return self._finish(delivery, result, None, msg, info, meta)
+
+    async def _process_async(self, delivery: "_engine.Delivery") -> str:
+        """`_process` as a task on the loop, for a worker that `_runs_on_loop`: the coroutine is
+        awaited here rather than by a thread blocked on it."""
+        info, meta = self._begin(delivery)
+        msg: Any = None
+        try:
+            msg = self._decode(delivery)
+            result = self._invoke(msg, info, meta)
+            if inspect.isawaitable(result):
+                result = await result
+        # CancelledError is a BaseException: one raised by work is an error, as on the thread
+        # path (where it arrives as concurrent.futures.CancelledError).
+        except (Exception, asyncio.CancelledError) as e:
+            return self._finish(delivery, None, e, msg, info, meta)
+        return self._finish(delivery, result, None, msg, info, meta)
+
+    def _begin(self, delivery: "_engine.Delivery") -> Tuple[Any, Any]:
+        self._metric("increment", self._names["started"])
+        if self._needs_params:
+            return DeliveryInfo(delivery.delivery_info), Metadata(delivery.properties)
+        return None, None
+
+    def _decode(self, delivery: "_engine.Delivery") -> Any:
+        ctype = self.opts.get("content_type") or delivery.content_type
+        cenc = self.opts.get("content_encoding") or delivery.content_encoding
+        return content.from_body(delivery.body, ctype, cenc)
+
+    def _finish(self, delivery: "_engine.Delivery", result: Any, error: Optional[BaseException],
+                msg: Any, info: Any, meta: Any) -> str:
+        """Reports `error`, runs the custom handler, settles, sends the metrics."""
+        error_info = None
+        if error is None:
+            outcome = result if isinstance(result, str) and result in OUTCOMES else "noop"
+        else:
+            outcome = "error"
+            error_info = (type(error).__qualname__, str(error), backtrace(error))
             if info is None:
                 info, meta = DeliveryInfo(delivery.delivery_info), Metadata(delivery.properties)
-            self._report(e, msg, info, meta)
+            self._report(error, msg, info, meta)
         if self._handler is not None:
             self._run_custom_handler(outcome, info, meta, msg, error)
+        names = self._names
         elapsed = delivery.settle(outcome, error_info)
         self._metric("timing", names["time"], elapsed)
         assert self._engine_worker is not None
@@ -219,7 +257,7 @@ class Worker:
             self.logger.exception("%s: custom handler %s failed: %s", type(self).__name__,
                                   type(h).__name__, e)
 
-    def _report(self, error: Exception, msg: Any, info: DeliveryInfo, meta: Metadata) -> None:
+    def _report(self, error: BaseException, msg: Any, info: DeliveryInfo, meta: Metadata) -> None:
         from .errors_reporting import reporters
 
         context = {
