@@ -511,15 +511,18 @@ def print_publish(results: dict) -> None:
         if ok:
             meds[name] = statistics.median(ok)
     base = max((v for k, v in meds.items() if k.startswith("bunny")), default=None)
-    print("| publisher | msg/s | x best Bunny |")
-    print("|---|---|---|")
+    print("| publisher | msg/s | x best Bunny | publisher CPU us/msg | broker CPU us/msg |")
+    print("|---|---|---|---|---|")
     for name, rs in results.items():
-        ok = [r["msgs_per_s"] for r in rs if "error" not in r]
-        if not ok:
-            print(f"| {name} | error | |")
+        good = [r for r in rs if "error" not in r]
+        if not good:
+            print(f"| {name} | error | | | |")
             continue
         ratio = f"{meds[name] / base:.2f}" if base else "-"
-        print(f"| {name} | {fmt_spread(summarize(ok))} | {ratio} |")
+        cpu = statistics.median(r["cpu_us_per_msg_process"] for r in good)
+        broker = statistics.median(r.get("broker_cpu_us_per_msg", 0.0) for r in good)
+        print(f"| {name} | {fmt_spread(summarize([r['msgs_per_s'] for r in good]))} | {ratio} "
+              f"| {cpu:.1f} | {broker:.1f} |")
 
 
 # ---------------------------------------------------------------- soak
