@@ -5,8 +5,8 @@
 //! Prints one JSON line: messages/s, CPU microseconds per message of this process (user+sys
 //! from /proc, consuming only), and peak RSS.
 //!
-//! `... --example ceiling -- lapin MESSAGES PREFETCH [noack]`: raw lapin for reference (see
-//! `consume_raw_lapin`).
+//! `... --example ceiling -- lapin MESSAGES PREFETCH [noack|multiple]`: raw lapin for reference
+//! (see `RawAcks`).
 //!
 //! `... --example ceiling -- publish MESSAGES BATCH [confirms|noconfirms]`: the publishing
 //! ceiling, the engine's publisher sending batches of BATCH and waiting for each batch's
@@ -154,14 +154,24 @@ fn prefill(global: &Options, queue: &str, messages: u64) -> Result<(), Box<dyn s
     Ok(publisher.close()?)
 }
 
-/// Raw lapin, for reference: one task consumes and acks each delivery as it arrives, no
-/// hand-off to other threads. Returns when `messages` were acked. With `no_ack` the broker
-/// pushes without waiting for acks (and ignores prefetch): the most it delivers from a queue.
+/// How the raw lapin reference acknowledges.
+#[derive(Clone, Copy, PartialEq)]
+enum RawAcks {
+    /// `delivery.ack().await` for every delivery: the idiomatic loop.
+    Each,
+    /// One `multiple` ack for every `n` deliveries: the least ack work the broker can get.
+    Multiple(u64),
+    /// A `no_ack` consumer: the broker pushes without waiting for acks (and ignores prefetch).
+    None,
+}
+
+/// Raw lapin, for reference: one task consumes, no hand-off to other threads. Returns when
+/// `messages` were received (and acked, unless `RawAcks::None`).
 async fn consume_raw_lapin(
     queue: &str,
     messages: u64,
     prefetch: u64,
-    no_ack: bool,
+    acks: RawAcks,
 ) -> lapin::Result<()> {
     use futures_util::StreamExt;
     use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
@@ -175,20 +185,27 @@ async fn consume_raw_lapin(
             queue.into(),
             "raw".into(),
             BasicConsumeOptions {
-                no_ack,
+                no_ack: acks == RawAcks::None,
                 ..Default::default()
             },
             Default::default(),
         )
         .await?;
-    let mut acked = 0;
+    let mut received = 0;
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
-        if !no_ack {
-            delivery.ack(BasicAckOptions::default()).await?;
+        received += 1;
+        let last = received == messages;
+        match acks {
+            RawAcks::Each => {
+                delivery.ack(BasicAckOptions::default()).await?;
+            }
+            RawAcks::Multiple(n) if received % n == 0 || last => {
+                delivery.ack(BasicAckOptions { multiple: true }).await?;
+            }
+            RawAcks::Multiple(_) | RawAcks::None => {}
         }
-        acked += 1;
-        if acked == messages {
+        if last {
             break;
         }
     }
@@ -200,12 +217,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if mode == "publish" {
         return publish_ceiling();
     }
-    // `lapin MESSAGES PREFETCH [noack]`: raw lapin instead of the engine.
+    // `lapin MESSAGES PREFETCH [noack|multiple]`: raw lapin instead of the engine.
     let raw = mode == "lapin";
-    let no_ack = raw && std::env::args().nth(4).as_deref() == Some("noack");
     let first = usize::from(raw) + 1;
     let (messages, prefetch, threads) =
         (arg(first, 200_000), arg(first + 1, 10), arg(first + 2, 10));
+    let acks = match std::env::args().nth(4).as_deref() {
+        Some("noack") if raw => RawAcks::None,
+        Some("multiple") if raw => RawAcks::Multiple((prefetch / 4).max(1)),
+        _ => RawAcks::Each,
+    };
     let amqp = amqp_url();
     let queue = format!("cleats-bench-ceiling-{}", std::process::id());
     let global: Options = serde_json::from_value(json!({
@@ -219,7 +240,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut stop: Box<dyn FnOnce() -> Result<(), Box<dyn std::error::Error>>> = Box::new(|| Ok(()));
     if raw {
-        runtime::handle().block_on(consume_raw_lapin(&queue, messages, prefetch, no_ack))?;
+        runtime::handle().block_on(consume_raw_lapin(&queue, messages, prefetch, acks))?;
     } else {
         let engine = Engine::new(&global)?;
         let worker = engine.add_worker("Ceiling", &queue, &Options::new())?;
@@ -251,12 +272,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     stop()?;
     runtime::handle().block_on(declare_or_delete(&amqp, &queue, true))?;
-    let contender = if no_ack {
-        "broker with no acks (raw lapin, no_ack consumer)"
-    } else if raw {
-        "raw lapin (one task, ack each delivery)"
-    } else {
-        "ceiling (engine, no-op Rust work)"
+    let contender = match (raw, acks) {
+        (false, _) => "ceiling (engine, no-op Rust work)",
+        (true, RawAcks::Each) => "raw lapin (one task, ack each delivery)",
+        (true, RawAcks::Multiple(_)) => "raw lapin (one task, a multiple ack per prefetch/4)",
+        (true, RawAcks::None) => "broker with no acks (raw lapin, no_ack consumer)",
     };
     println!(
         "{}",
