@@ -64,6 +64,8 @@ CONTENDERS = {
     "pika+threadpool": ([PY, os.path.join(WORKERS, "pika_worker.py")], "sync", "amqp"),
     "dramatiq": ([PY, os.path.join(WORKERS, "dramatiq_worker.py")], "sync", "dramatiq"),
 }
+# Contenders that are bench/ceiling.rs runs (no host language; not run with 2 processes).
+RUST_KINDS = ("ceiling", "lapin", "noack")
 # (label, prefetch, threads, processes)
 CONFIGS = [("defaults", 10, 10, 1), ("tuned", 500, 10, 1), ("2 procs", 10, 10, 2)]
 PEERS = {"cleats-ruby": "bunny+pool", "cleats-ruby-json": "bunny+pool",
@@ -248,7 +250,7 @@ def start_workers(name: str, queue: str, prefetch: int, threads: int, procs: int
 
 def drain_once(name: str, n: int, prefetch: int, threads: int, procs: int) -> dict:
     kind = CONTENDERS[name][2]
-    if kind in ("ceiling", "lapin", "noack"):
+    if kind in RUST_KINDS:
         argv = {"ceiling": [CEILING, str(n), str(prefetch), str(threads)],
                 "lapin": [CEILING, "lapin", str(n), str(prefetch)],
                 "noack": [CEILING, "lapin", str(n), str(prefetch), "noack"]}[kind]
@@ -304,7 +306,7 @@ def bench_drain(scale: dict, reps: int, names: list, save=lambda raw: None) -> d
         for rep in range(reps):
             # Contenders interleaved within a repetition: side by side on a noisy machine.
             for name in names:
-                if CONTENDERS[name][2] in ("ceiling", "lapin", "noack") and procs > 1:
+                if CONTENDERS[name][2] in RUST_KINDS and procs > 1:
                     continue
                 log(f"drain [{label}] rep {rep + 1}/{reps}: {name}")
                 try:
@@ -412,18 +414,26 @@ def latency_once(name: str, seconds: int, rate: int = 2000) -> dict:
         conn.close()
 
 
-def bench_latency(scale: dict, reps: int) -> dict:
+def interleaved(reps: int, names, label: str, run) -> dict:
+    """`run(name)` for every name, repetition after repetition (side by side on a noisy
+    machine); a run that fails is recorded as its error."""
     results: dict = {}
     for rep in range(reps):
-        for name in ("cleats-ruby", "cleats-py-sync"):
-            log(f"latency rep {rep + 1}/{reps}: {name} at 2000 msg/s for {scale['latency_s']} s")
+        for name in names:
+            log(f"{label} rep {rep + 1}/{reps}: {name}")
             try:
-                r = latency_once(name, scale["latency_s"])
+                r = run(name)
             except Exception as e:
                 r = dict(error=str(e))
             log(f"  {r}")
             results.setdefault(name, []).append(r)
     return results
+
+
+def bench_latency(scale: dict, reps: int) -> dict:
+    return interleaved(reps, ("cleats-ruby", "cleats-py-sync"),
+                       f"latency at 2000 msg/s for {scale['latency_s']} s",
+                       lambda name: latency_once(name, scale["latency_s"]))
 
 
 def print_latency(results: dict) -> None:
@@ -489,17 +499,7 @@ def publish_once(name: str, n: int) -> dict:
 
 
 def bench_publish(scale: dict, reps: int) -> dict:
-    results: dict = {}
-    for rep in range(reps):
-        for name in PUBLISHERS:
-            log(f"publish rep {rep + 1}/{reps}: {name}")
-            try:
-                r = publish_once(name, scale["publish"])
-            except Exception as e:
-                r = dict(error=str(e))
-            log(f"  {r}")
-            results.setdefault(name, []).append(r)
-    return results
+    return interleaved(reps, PUBLISHERS, "publish", lambda name: publish_once(name, scale["publish"]))
 
 
 def print_publish(results: dict) -> None:
