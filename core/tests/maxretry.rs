@@ -417,21 +417,17 @@ fn requeue_bypasses_retry_counting() {
     assert_eq!(b.ready(&q), 0);
 }
 
+/// The rows of a `rabbitmqctl --formatter json -q list_...` command.
+fn list_json(args: &[&str]) -> Vec<Value> {
+    let out = rabbitmqctl(&[&["--formatter", "json", "-q"], args].concat());
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {} said {out}", args[0]))
+}
+
 /// One row per queue of `rabbitmqctl --formatter json list_queues name arguments type`,
 /// with the arguments as a JSON object.
 fn list_queues() -> Vec<(String, Value, String)> {
-    let out = rabbitmqctl(&[
-        "--formatter",
-        "json",
-        "-q",
-        "list_queues",
-        "name",
-        "arguments",
-        "type",
-    ]);
-    let rows: Vec<Value> =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: list_queues said {out}"));
-    rows.into_iter()
+    list_json(&["list_queues", "name", "arguments", "type"])
+        .into_iter()
         .map(|r| {
             let args = match &r["arguments"] {
                 Value::Object(o) => Value::Object(o.clone()),
@@ -478,23 +474,18 @@ fn list_exchanges() -> Vec<(String, String)> {
 
 /// (source, destination, routing key) of every binding.
 fn list_bindings() -> Vec<(String, String, String)> {
-    let out = rabbitmqctl(&[
-        "--formatter",
-        "json",
-        "-q",
+    list_json(&[
         "list_bindings",
         "source_name",
         "destination_name",
         "routing_key",
-    ]);
-    let rows: Vec<Value> =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: list_bindings said {out}"));
-    rows.iter()
-        .map(|r| {
-            let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-            (s("source_name"), s("destination_name"), s("routing_key"))
-        })
-        .collect()
+    ])
+    .iter()
+    .map(|r| {
+        let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+        (s("source_name"), s("destination_name"), s("routing_key"))
+    })
+    .collect()
 }
 
 /// Checks the topology Maxretry declared for `n` against rabbitmqctl.
