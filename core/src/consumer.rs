@@ -15,6 +15,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, Sleep};
+
+/// How long a started batch of acks waits for more before it goes out anyway (see
+/// [`SessionLink::defer_ack`](crate::worker::SessionLink::defer_ack)).
+pub(crate) const ACK_DELAY: Duration = Duration::from_millis(2);
 
 /// Why the task ended.
 #[derive(Debug)]
@@ -47,6 +52,10 @@ pub(crate) struct ChannelTask {
     consuming: bool,
     cancelled: bool,
     wire: Vec<WireOp>,
+    /// Armed while a batch of deferred acks waits.
+    ack_timer: Pin<Box<Sleep>>,
+    ack_timer_armed: bool,
+    acks: Vec<u64>,
 }
 
 impl ChannelTask {
@@ -69,6 +78,9 @@ impl ChannelTask {
             consuming: true,
             cancelled: false,
             wire: Vec::new(),
+            ack_timer: Box::pin(tokio::time::sleep(ACK_DELAY)),
+            ack_timer_armed: false,
+            acks: Vec::new(),
         }
     }
 
@@ -84,6 +96,8 @@ impl ChannelTask {
                 biased;
                 command = self.commands.recv() => {
                     let Some(command) = command else { return Ended::Closed };
+                    // Acks a thread deferred before it sent this command come first.
+                    self.take_deferred_acks();
                     if let Some(reply) = self.handle(command).await {
                         return self.close(reply).await;
                     }
@@ -96,6 +110,15 @@ impl ChannelTask {
                     self.tracker.flush_acks(&mut self.wire);
                     self.send_wire();
                 }
+                () = self.link.ack_signal.notified() => {
+                    if self.link.deferred_ack_count() >= self.link.ack_batch {
+                        self.send_deferred_acks();
+                    } else if !self.ack_timer_armed {
+                        self.ack_timer.as_mut().reset(Instant::now() + ACK_DELAY);
+                        self.ack_timer_armed = true;
+                    }
+                }
+                () = &mut self.ack_timer, if self.ack_timer_armed => self.send_deferred_acks(),
                 Some(result) = self.pending.next(), if !self.pending.is_empty() => {
                     if let Err(reason) = self.finished(result) {
                         return Ended::Lost(reason);
@@ -109,6 +132,9 @@ impl ChannelTask {
                         "the broker cancelled the consumer of '{}' (queue deleted?)", self.queue()
                     )),
                 },
+            }
+            if !self.idle_waiters.is_empty() {
+                self.send_deferred_acks();
             }
             if self.tracker.in_flight() == 0 {
                 for waiter in self.idle_waiters.drain(..) {
@@ -147,12 +173,7 @@ impl ChannelTask {
     /// Returns the reply channel when the command asks to close.
     async fn handle(&mut self, command: Command) -> Option<oneshot::Sender<usize>> {
         match command {
-            Command::Apply(action) => {
-                let (generation, wire_tag) = split_tag(action.tag());
-                if generation == self.link.generation {
-                    self.apply(action.with_tag(wire_tag));
-                }
-            }
+            Command::Apply(action) => self.apply_versioned(action),
             Command::Cancel(reply) => {
                 if !self.cancelled {
                     self.cancelled = true;
@@ -172,6 +193,36 @@ impl ChannelTask {
             Command::Close(reply) => return Some(reply),
         }
         None
+    }
+
+    /// Applies an action whose tag carries the connection generation; one from an older
+    /// connection means nothing here.
+    fn apply_versioned(&mut self, action: Action) {
+        let (generation, wire_tag) = split_tag(action.tag());
+        if generation == self.link.generation {
+            self.apply(action.with_tag(wire_tag));
+        }
+    }
+
+    /// Applies the acks host threads deferred (frames follow with the next flush).
+    fn take_deferred_acks(&mut self) {
+        let mut acks = std::mem::take(&mut self.acks);
+        self.link.take_deferred_acks(&mut acks);
+        for tag in acks.drain(..) {
+            self.apply_versioned(Action::Ack {
+                tag,
+                multiple: false,
+            });
+        }
+        self.acks = acks;
+    }
+
+    /// Sends the deferred acks now.
+    fn send_deferred_acks(&mut self) {
+        self.ack_timer_armed = false;
+        self.take_deferred_acks();
+        self.tracker.flush_acks(&mut self.wire);
+        self.send_wire();
     }
 
     fn apply(&mut self, action: Action) {
@@ -272,6 +323,7 @@ impl ChannelTask {
 
     /// Requeues work still in progress, waits for the frames in flight, closes the channel.
     async fn close(&mut self, reply: oneshot::Sender<usize>) -> Ended {
+        self.take_deferred_acks();
         self.tracker.flush_acks(&mut self.wire);
         let unfinished = self.tracker.take_in_flight();
         for tag in &unfinished {

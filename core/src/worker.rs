@@ -13,7 +13,7 @@ use crate::topology::{self, Declaration};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Delivery tags handed to host code carry the connection generation in their high bits, as
 /// Bunny's versioned delivery tags do: a tag from a lost connection can never settle a message
@@ -94,8 +94,13 @@ impl Worker {
         self.inner.guard.check()?;
         let elapsed = delivery.started.elapsed();
         if self.inner.config.ack {
-            let action = handlers::action(&self.inner.config.handler, delivery, &outcome);
-            delivery.link.send(Command::Apply(action));
+            match handlers::action(&self.inner.config.handler, delivery, &outcome) {
+                Action::Ack {
+                    tag,
+                    multiple: false,
+                } => delivery.link.defer_ack(tag),
+                action => delivery.link.send(Command::Apply(action)),
+            }
             self.inner.metrics.finished(Some(&outcome), elapsed);
         } else {
             self.inner.metrics.finished(None, elapsed);
@@ -194,12 +199,19 @@ pub(crate) struct SessionLink {
     commands: mpsc::UnboundedSender<Command>,
     alive: AtomicBool,
     pub(crate) connection: Arc<lapin::Connection>,
+    /// Plain acks, waiting to go out as a batch (see [`SessionLink::defer_ack`]).
+    deferred_acks: Mutex<Vec<u64>>,
+    /// A batch this long goes out at once.
+    pub(crate) ack_batch: usize,
+    /// Tells the channel task that a batch started or filled up.
+    pub(crate) ack_signal: Notify,
 }
 
 impl SessionLink {
     pub(crate) fn new(
         generation: u64,
         connection: Arc<lapin::Connection>,
+        prefetch: u16,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Command>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let link = SessionLink {
@@ -207,8 +219,42 @@ impl SessionLink {
             commands: tx,
             alive: AtomicBool::new(true),
             connection,
+            deferred_acks: Mutex::new(Vec::new()),
+            // A quarter of the window: the broker keeps three quarters to deliver into while a
+            // batch fills.
+            ack_batch: usize::from(prefetch / 4).max(1),
+            ack_signal: Notify::new(),
         };
         (Arc::new(link), rx)
+    }
+
+    /// Queues a plain ack without waking the channel task for it. Waking that task and writing a
+    /// frame for every ack cost more CPU than the rest of the hand-off (futex calls and a syscall
+    /// per message, in the engine and in the broker); batched, the task sends one `multiple` ack
+    /// for many messages. The task is told when a batch starts (it then sends the batch within
+    /// [`ACK_DELAY`](crate::consumer::ACK_DELAY)) and when it reaches `ack_batch`.
+    pub(crate) fn defer_ack(&self, tag: u64) {
+        let len = {
+            let mut acks = self.deferred_acks.lock().unwrap_or_else(|e| e.into_inner());
+            acks.push(tag);
+            acks.len()
+        };
+        if len == 1 || len == self.ack_batch {
+            self.ack_signal.notify_one();
+        }
+    }
+
+    /// Moves the deferred acks into `into` (which should be empty).
+    pub(crate) fn take_deferred_acks(&self, into: &mut Vec<u64>) {
+        let mut acks = self.deferred_acks.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *acks, into);
+    }
+
+    pub(crate) fn deferred_ack_count(&self) -> usize {
+        self.deferred_acks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     pub(crate) fn send(&self, command: Command) {

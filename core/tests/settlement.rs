@@ -581,6 +581,69 @@ fn ack_removes_the_message_for_good() {
     assert!(f.broker.get(&q).is_none());
 }
 
+/// Acks are sent in batches of a quarter of the prefetch window; a batch that does not fill up
+/// (here 3 acks against a batch of 100) must still reach the broker, without any further
+/// delivery or command to carry it.
+#[test]
+fn acks_short_of_a_batch_still_reach_the_broker() {
+    let f = Fixture::new();
+    let q = f.queue("ack-batch");
+    f.declare(&q);
+    for i in 0..3 {
+        f.send(&q, &format!("m{i}"));
+    }
+    let global = options(json!({"exchange": "", "prefetch": 400}));
+    let engine = f.engine(&global);
+    let w = engine.add_worker("AckBatchWorker", &q, &global).unwrap();
+    engine.start().unwrap();
+    let taken: Vec<_> = (0..3).map(|_| expect_next(w.pool())).collect();
+    assert_eq!(unacked(&q), 3);
+    for d in &taken {
+        d.settle(Outcome::Ack).unwrap();
+    }
+    assert!(
+        wait_until(WAIT, || unacked(&q) == 0),
+        "the acks reached the broker while the engine runs"
+    );
+    assert_eq!(f.ready(&q), 0);
+    assert!(next(w.pool(), QUIET).is_none(), "not delivered again");
+    stop(&engine, STOP);
+    assert_eq!(f.ready(&q), 0);
+}
+
+/// A channel operation sent after an ack applies after it, even though the ack waits to go out
+/// in a batch: a `multiple` nack must not cover a message already acked.
+#[test]
+fn an_ack_waiting_for_its_batch_is_not_covered_by_a_later_multiple_nack() {
+    let f = Fixture::new();
+    let q = f.queue("ack-then-nack");
+    f.declare(&q);
+    for name in ["acked", "nacked1", "nacked2"] {
+        f.send(&q, name);
+    }
+    let global = options(json!({"exchange": "", "prefetch": 400}));
+    let engine = f.engine(&global);
+    let w = engine.add_worker("AckThenNackWorker", &q, &global).unwrap();
+    engine.start().unwrap();
+    let taken: Vec<_> = (0..3).map(|_| expect_next(w.pool())).collect();
+    assert_eq!(body(&taken[0]), "acked");
+    taken[0].settle(Outcome::Ack).unwrap();
+    w.apply(Action::Nack {
+        tag: taken[2].info.delivery_tag,
+        multiple: true,
+        requeue: true,
+    })
+    .unwrap();
+    let mut again: Vec<String> = (0..2).map(|_| body(&expect_next(w.pool()))).collect();
+    again.sort();
+    assert_eq!(again, ["nacked1", "nacked2"]);
+    assert!(
+        next(w.pool(), QUIET).is_none(),
+        "the acked message stays acked"
+    );
+    stop(&engine, STOP);
+}
+
 /// Reject (and error) under Oneshot: rejected without requeue, so the queue's dead-letter
 /// exchange gets it and the queue does not.
 fn dead_letters(outcome: Outcome, label: &str) {
