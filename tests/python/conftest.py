@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import time
 from typing import Callable, Iterator, List, Tuple
@@ -46,6 +47,12 @@ def consumers(queue: str) -> int:
         if parts and parts[0] == queue:
             return int(parts[1])
     return 0
+
+
+def sigint_as_in_a_terminal() -> None:
+    """`preexec_fn` for a child that must take Ctrl-C: a shell starts background jobs with SIGINT
+    ignored, children inherit that, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:

@@ -14,7 +14,7 @@ from typing import List
 import pytest
 
 import cleats
-from conftest import AMQP_URL, consumers, counts, wait_for
+from conftest import AMQP_URL, consumers, counts, sigint_as_in_a_terminal, wait_for
 
 APP = textwrap.dedent("""
     import os, time
@@ -233,7 +233,8 @@ def test_ctrl_c_stops_cleats_run_in_the_foreground(tmp_path, names):
         print("stopped cleanly", flush=True)
     """))
     proc = subprocess.Popen([sys.executable, str(script)], env=dict(os.environ, AMQP_URL=AMQP_URL),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=sigint_as_in_a_terminal)
     try:
         wait_for(lambda: consumers(q) == 1, timeout=30, what="the consumer")
         cleats.publish("hello", to_queue=q)

@@ -11,7 +11,7 @@ import threading
 import time
 
 from cleats import _engine
-from conftest import AMQP_URL, consumers, wait_for
+from conftest import AMQP_URL, consumers, sigint_as_in_a_terminal, wait_for
 
 
 def test_other_threads_run_while_one_waits_for_a_delivery(names):
@@ -57,7 +57,8 @@ def test_ctrl_c_interrupts_a_long_wait_in_next(tmp_path, names):
             engine.stop()
     """))
     proc = subprocess.Popen([sys.executable, str(script)], env=dict(os.environ, AMQP_URL=AMQP_URL),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=sigint_as_in_a_terminal)
     try:
         wait_for(lambda: consumers(q) == 1, timeout=30, what="the consumer")
         proc.send_signal(signal.SIGINT)
