@@ -833,6 +833,73 @@ fn prefetch_bounds_work_in_progress() {
     assert_eq!((m.started, m.ended, m.ack), (60, 60, 60));
 }
 
+/// The pool leaves a delivery to a thread busy with short work rather than wake a sleeper; when
+/// that work runs long for once, the delivery still reaches an idle thread soon, not at the end
+/// of its 60-second wait for a message.
+#[test]
+fn a_delivery_behind_work_that_runs_long_reaches_an_idle_thread() {
+    const QUICK: usize = 200;
+    let f = Fixture::new();
+    let q = f.queue("behind-long-work");
+    f.declare(&q);
+    let global = options(json!({"exchange": "", "prefetch": 10, "threads": 2}));
+    let engine = f.engine(&global);
+    let w = engine
+        .add_worker("BehindLongWorkWorker", &q, &global)
+        .unwrap();
+    engine.start().unwrap();
+
+    let slow_started = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(AtomicBool::new(false));
+    let settled = Arc::new(Mutex::new(Vec::new()));
+    let hosts: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = w.pool().clone();
+            let (slow_started, release, settled) =
+                (slow_started.clone(), release.clone(), settled.clone());
+            std::thread::spawn(move || loop {
+                // Long waits: only the pool's own wake-up brings an idle thread back in time.
+                match pool.next(Duration::from_secs(60)).unwrap() {
+                    cleats_core::Next::Delivery(d) => {
+                        if body(&d) == "slow" {
+                            slow_started.store(true, SeqCst);
+                            let waited =
+                                wait_until(Duration::from_secs(30), || release.load(SeqCst));
+                            assert!(waited, "released");
+                        }
+                        d.settle(Outcome::Ack).unwrap();
+                        settled.lock().unwrap().push(body(&d));
+                    }
+                    cleats_core::Next::Timeout => {}
+                    cleats_core::Next::Stopped => return,
+                }
+            })
+        })
+        .collect();
+    // Short work first, so the pool expects the next one to be short too.
+    for i in 0..QUICK {
+        f.send(&q, &format!("quick{i}"));
+    }
+    assert!(wait_until(WAIT, || settled.lock().unwrap().len() == QUICK));
+    f.send(&q, "slow");
+    assert!(wait_until(WAIT, || slow_started.load(SeqCst)));
+    f.send(&q, "after");
+    let reached = wait_until(WAIT, || {
+        settled.lock().unwrap().iter().any(|b| b == "after")
+    });
+    release.store(true, SeqCst);
+    assert!(
+        reached,
+        "the delivery behind the long work reached the idle thread"
+    );
+
+    stop(&engine, STOP);
+    for h in hosts {
+        h.join().unwrap();
+    }
+    assert_eq!(settled.lock().unwrap().len(), QUICK + 2);
+}
+
 // ---- 4. auto-ack ---------------------------------------------------------------------------
 
 #[test]
