@@ -11,7 +11,7 @@ use crate::settle::Outcome;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -67,6 +67,17 @@ struct PoolShared {
     producer_waiting: AtomicBool,
     space: Notify,
     guard: ProcessGuard,
+    /// Starts the pool's busy check (one task, started on first use, so arming it allocates
+    /// nothing).
+    busy_check: Arc<Notify>,
+    busy_checker: Once,
+}
+
+impl Drop for PoolShared {
+    fn drop(&mut self) {
+        // Lets the busy check's task see the pool is gone and end.
+        self.busy_check.notify_one();
+    }
 }
 
 /// The queue and the threads asleep on it. Waking a host thread costs two context switches
@@ -186,6 +197,8 @@ impl Pool {
                 producer_waiting: AtomicBool::new(false),
                 space: Notify::new(),
                 guard: ProcessGuard::new(),
+                busy_check: Arc::new(Notify::new()),
+                busy_checker: Once::new(),
             }),
         }
     }
@@ -339,36 +352,54 @@ impl Pool {
     /// came back meanwhile (their `work` runs long this time), wakes sleepers for every waiting
     /// delivery.
     fn schedule_busy_check(&self) {
-        let pool = self.clone();
-        runtime::handle().spawn(async move {
-            let mut seen = pool.state().handed_out;
-            loop {
-                tokio::time::sleep(BUSY_CHECK).await;
-                let mut wake = Vec::new();
-                {
-                    let mut state = pool.state();
-                    if state.queue.len() > state.waking && state.handed_out == seen {
-                        while state.queue.len() > state.waking {
-                            let Some(thread) = state.wake_one() else {
-                                break;
-                            };
-                            wake.push(thread);
+        let p = &self.inner;
+        p.busy_checker.call_once(|| {
+            let pool = Arc::downgrade(p);
+            let start = p.busy_check.clone();
+            runtime::handle().spawn(async move {
+                loop {
+                    start.notified().await;
+                    let Some(inner) = pool.upgrade() else { return };
+                    let mut seen = Some(Pool { inner }.state().handed_out);
+                    loop {
+                        tokio::time::sleep(BUSY_CHECK).await;
+                        let Some(inner) = pool.upgrade() else { return };
+                        if !(Pool { inner }).busy_check(&mut seen) {
+                            break;
                         }
                     }
-                    seen = state.handed_out;
-                    if state.queue.len() <= state.waking || state.sleepers.is_empty() {
-                        state.check_armed = false;
-                    }
-                    if !state.check_armed {
-                        drop(state);
-                        for thread in wake {
-                            thread.unpark();
-                        }
+                    if pool.strong_count() == 0 {
                         return;
                     }
                 }
-            }
+            });
         });
+        p.busy_check.notify_one();
+    }
+
+    /// One look at deliveries left to busy threads; false once nothing is left to check.
+    /// `seen`: the deliveries handed out at the previous look.
+    fn busy_check(&self, seen: &mut Option<u64>) -> bool {
+        let mut wake = Vec::new();
+        let mut state = self.state();
+        if state.queue.len() > state.waking && *seen == Some(state.handed_out) {
+            while state.queue.len() > state.waking {
+                let Some(thread) = state.wake_one() else {
+                    break;
+                };
+                wake.push(thread);
+            }
+        }
+        *seen = Some(state.handed_out);
+        if state.queue.len() <= state.waking || state.sleepers.is_empty() {
+            state.check_armed = false;
+        }
+        let armed = state.check_armed;
+        drop(state);
+        for thread in wake {
+            thread.unpark();
+        }
+        armed
     }
 
     fn is_full(&self) -> bool {
