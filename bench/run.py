@@ -83,14 +83,16 @@ def channel():
     return conn, conn.channel()
 
 
-def publish_plain(queue: str, n: int, declare: bool = True) -> None:
-    """Prefills `queue` with n bodies (no confirms), then waits until the broker counts them."""
+def publish_plain(queue: str, n: int, prefill: bool = True) -> None:
+    """Publishes n bodies to `queue` (no confirms). As a prefill it declares the queue first and
+    waits until the broker counts them; the soak's feed has a consumer draining as it goes."""
     conn, ch = channel()
-    if declare:
+    if prefill:
         ch.queue_declare(queue, durable=False)
     for i in range(n):
         ch.basic_publish("", queue, BODY % (i, i))
-    wait_count(ch, queue, n)
+    if prefill:
+        wait_count(ch, queue, n)
     conn.close()
 
 
