@@ -10,7 +10,7 @@ use crate::runtime::{self, ProcessGuard};
 use crate::settle::Outcome;
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -82,10 +82,12 @@ impl Drop for PoolShared {
 
 /// The queue and the threads asleep on it. Waking a host thread costs two context switches
 /// and, in Ruby, a GVL hand-off, so a delivery wakes at most one sleeper, only when no thread
-/// already woken will take it, and the sleeper woken is the one that slept last: the threads
-/// that just worked keep working while the rest stay asleep. (A plain channel woke a thread per
-/// delivery and spun with `sched_yield` before sleeping: half of the per-message CPU of a
-/// no-op worker.)
+/// already woken will take it, and the sleeper woken is always the first-started thread among
+/// them: the same few threads do the work while the rest stay asleep. (A plain channel woke a
+/// thread per delivery and spun with `sched_yield` before sleeping: half of the per-message CPU
+/// of a no-op worker. Waking the thread that slept last instead let the working set drift over
+/// all threads, and with it glibc's per-thread malloc arenas: each grew to a full garbage cycle
+/// of a Ruby worker, +7 MiB of RSS with 10 threads.)
 ///
 /// Nor is a sleeper woken while threads busy with short work will be back for the delivery
 /// sooner: a thread that finishes a 10 µs `work` takes the next message for less than it costs
@@ -96,8 +98,8 @@ impl Drop for PoolShared {
 #[derive(Debug)]
 struct State {
     queue: VecDeque<Delivery>,
-    /// Parked in `next`, most recent last.
-    sleepers: Vec<(u64, Thread)>,
+    /// Parked in `next`: (park id, the thread's start rank, the thread).
+    sleepers: Vec<(u64, u64, Thread)>,
     /// Taken off `sleepers` and unparked, but not yet back at the queue.
     waking: usize,
     next_sleeper_id: u64,
@@ -163,9 +165,10 @@ impl State {
         self.wake_one().map_or(Wake::Nobody, Wake::Sleeper)
     }
 
-    /// The most recent sleeper, taken off the list and counted as waking.
+    /// The sleeper of lowest rank, taken off the list and counted as waking.
     fn wake_one(&mut self) -> Option<Thread> {
-        let (_, thread) = self.sleepers.pop()?;
+        let first = (0..self.sleepers.len()).min_by_key(|&i| self.sleepers[i].1)?;
+        let (_, _, thread) = self.sleepers.swap_remove(first);
         self.waking += 1;
         Some(thread)
     }
@@ -178,7 +181,12 @@ impl State {
     }
 }
 
+/// Ranks threads by their first wait on any pool.
+static NEXT_THREAD_RANK: AtomicU64 = AtomicU64::new(0);
+
 thread_local! {
+    /// This thread's rank: sleepers of lower rank are woken first.
+    static THREAD_RANK: u64 = NEXT_THREAD_RANK.fetch_add(1, SeqCst);
     /// The pool (by address) this thread last took a delivery from, and when.
     static HANDED_OUT: Cell<Option<(usize, Instant)>> = const { Cell::new(None) };
 }
@@ -248,9 +256,9 @@ impl Pool {
             if let Some(id) = asleep.take() {
                 // Back from a park: either a producer took us off the list (and counted us as
                 // waking) or the park timed out or woke spuriously (and we are still listed).
-                match state.sleepers.iter().position(|(s, _)| *s == id) {
+                match state.sleepers.iter().position(|(s, _, _)| *s == id) {
                     Some(i) => {
-                        state.sleepers.remove(i);
+                        state.sleepers.swap_remove(i);
                     }
                     None => state.waking -= 1,
                 }
@@ -287,7 +295,9 @@ impl Pool {
             }
             let id = state.next_sleeper_id;
             state.next_sleeper_id += 1;
-            state.sleepers.push((id, std::thread::current()));
+            state
+                .sleepers
+                .push((id, THREAD_RANK.with(|r| *r), std::thread::current()));
             asleep = Some(id);
             drop(state);
             std::thread::park_timeout(deadline - now);
@@ -415,7 +425,7 @@ impl Pool {
             state.waking += state.sleepers.len();
             std::mem::take(&mut state.sleepers)
         };
-        for (_, thread) in sleepers {
+        for (_, _, thread) in sleepers {
             thread.unpark();
         }
         self.inner.space.notify_waiters();
