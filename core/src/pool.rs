@@ -82,8 +82,8 @@ impl Drop for PoolShared {
 
 /// The queue and the threads asleep on it. Waking a host thread costs two context switches
 /// and, in Ruby, a GVL hand-off, so a delivery wakes at most one sleeper, only when no thread
-/// already woken will take it, and the sleeper woken is always the first-started thread among
-/// them: the same few threads do the work while the rest stay asleep. (A plain channel woke a
+/// already woken will take it, and the sleeper woken is the one that first waited on a pool (in
+/// practice the first-started thread): the same few threads do the work while the rest sleep. (A plain channel woke a
 /// thread per delivery and spun with `sched_yield` before sleeping: half of the per-message CPU
 /// of a no-op worker. Waking the thread that slept last instead let the working set drift over
 /// all threads, and with it glibc's per-thread malloc arenas: each grew to a full garbage cycle
@@ -98,7 +98,7 @@ impl Drop for PoolShared {
 #[derive(Debug)]
 struct State {
     queue: VecDeque<Delivery>,
-    /// Parked in `next`: (park id, the thread's start rank, the thread).
+    /// Parked in `next`: (park id, the thread's rank, the thread).
     sleepers: Vec<(u64, u64, Thread)>,
     /// Taken off `sleepers` and unparked, but not yet back at the queue.
     waking: usize,
