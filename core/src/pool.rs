@@ -370,7 +370,7 @@ impl Pool {
                 loop {
                     start.notified().await;
                     let Some(inner) = pool.upgrade() else { return };
-                    let mut seen = Some(Pool { inner }.state().handed_out);
+                    let mut seen = Pool { inner }.state().handed_out;
                     loop {
                         tokio::time::sleep(BUSY_CHECK).await;
                         let Some(inner) = pool.upgrade() else { return };
@@ -389,10 +389,10 @@ impl Pool {
 
     /// One look at deliveries left to busy threads; false once nothing is left to check.
     /// `seen`: the deliveries handed out at the previous look.
-    fn busy_check(&self, seen: &mut Option<u64>) -> bool {
+    fn busy_check(&self, seen: &mut u64) -> bool {
         let mut wake = Vec::new();
         let mut state = self.state();
-        if state.queue.len() > state.waking && *seen == Some(state.handed_out) {
+        if state.queue.len() > state.waking && *seen == state.handed_out {
             while state.queue.len() > state.waking {
                 let Some(thread) = state.wake_one() else {
                     break;
@@ -400,7 +400,7 @@ impl Pool {
                 wake.push(thread);
             }
         }
-        *seen = Some(state.handed_out);
+        *seen = state.handed_out;
         if state.queue.len() <= state.waking || state.sleepers.is_empty() {
             state.check_armed = false;
         }
