@@ -83,11 +83,11 @@ impl Drop for PoolShared {
 /// The queue and the threads asleep on it. Waking a host thread costs two context switches
 /// and, in Ruby, a GVL hand-off, so a delivery wakes at most one sleeper, only when no thread
 /// already woken will take it, and the sleeper woken is the one that first waited on a pool (in
-/// practice the first-started thread): the same few threads do the work while the rest sleep. (A plain channel woke a
-/// thread per delivery and spun with `sched_yield` before sleeping: half of the per-message CPU
-/// of a no-op worker. Waking the thread that slept last instead let the working set drift over
-/// all threads, and with it glibc's per-thread malloc arenas: each grew to a full garbage cycle
-/// of a Ruby worker, +7 MiB of RSS with 10 threads.)
+/// practice the first-started thread): the same few threads do the work while the rest sleep.
+/// (A plain channel woke a thread per delivery and spun with `sched_yield` before sleeping: half
+/// of the per-message CPU of a no-op worker. Waking the thread that slept last instead let the
+/// working set drift over all threads, and with it glibc's per-thread malloc arenas: each grew
+/// to a full garbage cycle of a Ruby worker, +7 MiB of RSS with 10 threads.)
 ///
 /// Nor is a sleeper woken while threads busy with short work will be back for the delivery
 /// sooner: a thread that finishes a 10 µs `work` takes the next message for less than it costs
@@ -377,9 +377,6 @@ impl Pool {
                         if !(Pool { inner }).busy_check(&mut seen) {
                             break;
                         }
-                    }
-                    if pool.strong_count() == 0 {
-                        return;
                     }
                 }
             });
