@@ -9,11 +9,11 @@ use pyo3::types::{PyBytes, PyDict};
 
 #[pyclass(module = "cleats._engine", frozen)]
 pub struct Delivery {
-    inner: Box<cleats_core::Delivery>,
+    inner: cleats_core::Delivery,
 }
 
 impl Delivery {
-    pub(crate) fn new(inner: Box<cleats_core::Delivery>) -> Self {
+    pub(crate) fn new(inner: cleats_core::Delivery) -> Self {
         Delivery { inner }
     }
 }

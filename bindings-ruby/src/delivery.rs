@@ -1,24 +1,38 @@
 //! `Cleats::Native::Delivery`: one message handed to a Ruby thread, settled from Ruby.
 
 use crate::convert::{self, key};
-use crate::errors::{config_error, to_ruby};
+use crate::errors::{config_error, state_error, to_ruby};
 use cleats_core::{Delivery, ErrorInfo, Outcome};
 use magnus::value::LazyId;
-use magnus::{method, prelude::*, Error, RHash, RModule, RString, Ruby};
-use std::sync::atomic::{AtomicBool, Ordering};
+use magnus::{method, prelude::*, Error, RHash, RModule, RString, Ruby, Symbol};
+use std::sync::{Mutex, MutexGuard};
 
 #[magnus::wrap(class = "Cleats::Native::Delivery", free_immediately, size)]
 pub struct RbDelivery {
-    delivery: Box<Delivery>,
-    /// Lets the pulling thread check, without raising, that `work`'s path settled it.
-    settled: AtomicBool,
+    /// Taken out, and freed, once settled: Ruby frees this object only at its next GC, which
+    /// can be thousands of messages later, and the delivery's memory (body, properties) should
+    /// not wait for it. Nothing reads a settled delivery: the Bunny-style views made from it
+    /// load their data before it is settled (`Sneakers::Worker::Processing`).
+    delivery: Mutex<Option<Box<Delivery>>>,
 }
 
 impl RbDelivery {
-    pub fn new(delivery: Box<Delivery>) -> Self {
+    pub fn new(delivery: Delivery) -> Self {
         RbDelivery {
-            delivery,
-            settled: AtomicBool::new(false),
+            delivery: Mutex::new(Some(Box::new(delivery))),
+        }
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Option<Box<Delivery>>> {
+        // Nothing that runs under the lock can leave the slot half-changed.
+        self.delivery.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `read` on the delivery; a settled one is gone.
+    fn with<R>(&self, read: impl FnOnce(&Delivery) -> R) -> Result<R, Error> {
+        match self.slot().as_deref() {
+            Some(delivery) => Ok(read(delivery)),
+            None => Err(state_error("the delivery was settled; its data is gone")),
         }
     }
 }
@@ -38,12 +52,12 @@ pub fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
 
 impl RbDelivery {
     /// The raw body, as a binary string.
-    fn body(ruby: &Ruby, rb_self: &Self) -> RString {
-        ruby.str_from_slice(&rb_self.delivery.body)
+    fn body(ruby: &Ruby, rb_self: &Self) -> Result<RString, Error> {
+        rb_self.with(|d| ruby.str_from_slice(&d.body))
     }
 
-    fn worker_name(&self) -> String {
-        self.delivery.worker().name().to_string()
+    fn worker_name(ruby: &Ruby, rb_self: &Self) -> Result<RString, Error> {
+        rb_self.with(|d| ruby.str_new(d.worker().name()))
     }
 
     /// Bunny's delivery_info keys (symbols).
@@ -53,7 +67,11 @@ impl RbDelivery {
         static EXCHANGE: LazyId = LazyId::new("exchange");
         static REDELIVERED: LazyId = LazyId::new("redelivered");
         static CONSUMER_TAG: LazyId = LazyId::new("consumer_tag");
-        let i = &rb_self.delivery.info;
+        let slot = rb_self.slot();
+        let Some(delivery) = slot.as_deref() else {
+            return Err(state_error("the delivery was settled; its data is gone"));
+        };
+        let i = &delivery.info;
         let h = ruby.hash_new();
         h.aset(key(&DELIVERY_TAG), i.delivery_tag)?;
         h.aset(key(&ROUTING_KEY), i.routing_key.as_str())?;
@@ -64,28 +82,36 @@ impl RbDelivery {
     }
 
     fn properties(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
-        convert::properties(ruby, &rb_self.delivery.properties)
+        rb_self.with(|d| convert::properties(ruby, &d.properties))?
     }
 
-    /// The two properties every message's decoding needs, without building `properties`.
-    fn content_type(&self) -> Option<&str> {
-        self.delivery.properties.content_type.as_deref()
+    /// The two properties decoding needs, without building `properties`.
+    fn content_type(ruby: &Ruby, rb_self: &Self) -> Result<Option<RString>, Error> {
+        rb_self.with(|d| {
+            d.properties
+                .content_type
+                .as_deref()
+                .map(|t| ruby.str_new(t))
+        })
     }
 
-    fn content_encoding(&self) -> Option<&str> {
-        self.delivery.properties.content_encoding.as_deref()
+    fn content_encoding(ruby: &Ruby, rb_self: &Self) -> Result<Option<RString>, Error> {
+        rb_self.with(|d| {
+            let encoding = d.properties.content_encoding.as_deref();
+            encoding.map(|e| ruby.str_new(e))
+        })
     }
 
-    /// Settles with `outcome` ("ack", "reject", "requeue", "error", "noop"); for "error" the
+    /// Settles with `outcome` (:ack, :reject, :requeue, :error, :noop); for :error the
     /// exception's class, message and backtrace. Returns the seconds since hand-out.
     fn settle(
         &self,
-        outcome: String,
+        outcome: Symbol,
         error_class: Option<String>,
         error_message: Option<String>,
         backtrace: Option<Vec<String>>,
     ) -> Result<f64, Error> {
-        let outcome = match outcome.as_str() {
+        let outcome = match outcome.name()?.as_ref() {
             "ack" => Outcome::Ack,
             "reject" => Outcome::Reject,
             "requeue" => Outcome::Requeue,
@@ -97,12 +123,16 @@ impl RbDelivery {
             }),
             other => return Err(config_error(format!("unknown outcome {other}"))),
         };
-        let settled = self.delivery.settle(outcome).map_err(to_ruby)?;
-        self.settled.store(true, Ordering::Release);
+        let mut slot = self.slot();
+        let Some(delivery) = slot.as_deref() else {
+            return Err(state_error("the delivery was already settled"));
+        };
+        let settled = delivery.settle(outcome).map_err(to_ruby)?;
+        *slot = None;
         Ok(settled.elapsed.as_secs_f64())
     }
 
     fn is_settled(&self) -> bool {
-        self.settled.load(Ordering::Acquire)
+        self.slot().is_none()
     }
 }

@@ -41,6 +41,7 @@ pub fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     let pool = native.define_class("Pool", ruby.class_object())?;
     pool.define_method("next", method!(RbPool::next, 1))?;
     pool.define_method("threads", method!(RbPool::threads, 0))?;
+    pool.define_method("worker_names", method!(RbPool::worker_names, 0))?;
     Ok(())
 }
 
@@ -176,6 +177,11 @@ impl RbWorker {
 impl RbPool {
     fn threads(&self) -> usize {
         self.0.threads()
+    }
+
+    /// The workers whose deliveries it hands out: one, or several with `share_threads`.
+    fn worker_names(&self) -> Vec<String> {
+        self.0.worker_names()
     }
 
     /// The next delivery, `:timeout` after `timeout` seconds (interrupts checked), or nil once

@@ -53,6 +53,11 @@ pub fn to_ruby(error: CoreError) -> Error {
 }
 
 /// For options that do not even parse (a binding bug or a value JSON cannot carry).
+pub fn state_error(message: &str) -> Error {
+    let ruby = Ruby::get().expect("called from a Ruby thread");
+    Error::new(ruby.get_inner(&STATE), message.to_string())
+}
+
 pub fn config_error(message: String) -> Error {
     let ruby = Ruby::get().expect("called from a Ruby thread");
     Error::new(ruby.get_inner(&CONFIG), message)

@@ -167,7 +167,7 @@ fn body(d: &cleats_core::Delivery) -> String {
     String::from_utf8_lossy(&d.body).into_owned()
 }
 
-fn expect_next(pool: &cleats_core::Pool) -> Box<cleats_core::Delivery> {
+fn expect_next(pool: &cleats_core::Pool) -> cleats_core::Delivery {
     next(pool, WAIT).expect("a delivery within 10 s")
 }
 

@@ -70,6 +70,8 @@ class WorkerTest < CleatsTestCase
                              priority: 3, message_id: "m1", type: "kind", app_id: "app", reply_to: "r",
                              expiration: 60_000, timestamp: 1_700_000_000, persistence: true)
     msg, info, meta = Timeout.timeout(10) { seen.pop }
+    # Acked, so settled: the views still answer, though the delivery has let go of its data.
+    assert_queue_counts(q, [0, 0])
     assert_equal "body", msg
     assert_equal q, info.routing_key
     assert_equal q, info[:routing_key]

@@ -69,6 +69,9 @@ module Cleats
     # Interrupts (Thread#kill, Thread#raise, Timeout) are let in only where the thread holds no
     # delivery, or inside `work`, whose ensure settles: a delivery is never dropped unsettled.
     def start_thread(pool, index)
+      # A pool of one worker (no share_threads) needs no lookup per message.
+      names = pool.worker_names
+      only = @by_name.fetch(names.first) if names.size == 1
       Thread.new do
         Thread.current.name = "cleats-work-#{index}"
         Thread.handle_interrupt(DEFER_INTERRUPTS) do
@@ -78,17 +81,16 @@ module Cleats
             break if delivery.nil?
             next if delivery == :timeout
 
-            serve(delivery)
+            serve(delivery, only || @by_name.fetch(delivery.worker_name))
           end
         end
       end
     end
 
-    def serve(delivery)
-      worker = @by_name.fetch(delivery.worker_name)
+    def serve(delivery, worker)
       Thread.handle_interrupt(TAKE_INTERRUPTS) { worker.process_delivery(delivery) }
     ensure
-      delivery.settle("requeue", nil, nil, nil) unless delivery.settled?
+      delivery.settle(:requeue, nil, nil, nil) unless delivery.settled?
     end
   end
 end

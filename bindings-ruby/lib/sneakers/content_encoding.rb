@@ -24,6 +24,11 @@ module Sneakers
       @encodings[content_encoding].decoder.call(payload)
     end
 
+    # Whether anything is registered: if not, every payload passes through unchanged.
+    def self.registered?
+      !@encodings.empty?
+    end
+
     def self.reset!
       passthrough = ->(payload) { payload }
       @encodings = Hash.new(new(passthrough, passthrough))

@@ -24,6 +24,11 @@ module Sneakers
       @types[content_type].deserializer.call(payload)
     end
 
+    # Whether anything is registered: if not, every payload passes through unchanged.
+    def self.registered?
+      !@types.empty?
+    end
+
     def self.reset!
       passthrough = ->(payload) { payload }
       @types = Hash.new(new(passthrough, passthrough))

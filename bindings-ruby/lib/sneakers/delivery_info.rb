@@ -1,7 +1,7 @@
 module Sneakers
   # Bunny-style read-only views: methods and `[:key]` (symbol or string), plus `to_hash`.
-  # Built from a hash, or lazily from `source.public_send(reader)` on first use: most `work(msg)`
-  # never looks at delivery_info or metadata, so no hash is made for them.
+  # Built from a hash, or lazily from `source.public_send(reader)` on first use (or `load!`):
+  # most `work(msg)` never looks at delivery_info or metadata, so no hash is made for them.
   class PropertiesView
     def initialize(hash, source = nil, reader = nil)
       @hash = hash
@@ -38,6 +38,12 @@ module Sneakers
 
     def respond_to_missing?(name, include_private = false)
       data.key?(name) || super
+    end
+
+    # Reads the data now: the delivery it comes from lets go of it once settled.
+    def load!
+      data
+      self
     end
 
     private

@@ -146,7 +146,7 @@ pub fn run_pool(
 }
 
 /// Pulls one delivery from the pool, waiting up to `timeout`.
-pub fn next(pool: &Pool, timeout: Duration) -> Option<Box<cleats_core::Delivery>> {
+pub fn next(pool: &Pool, timeout: Duration) -> Option<cleats_core::Delivery> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         match pool.next(Duration::from_millis(100)).expect("next") {

@@ -9,20 +9,25 @@ module Sneakers
         @native_worker = native_worker
         @handler = handler
         @metric_names = native_worker.metric_names
+        @call_with_params = respond_to?(:work_with_params) # once, as Sneakers does
       end
 
       def process_delivery(delivery)
-        delivery_info = Sneakers::DeliveryInfo.new(nil, delivery, :delivery_info)
-        metadata = Sneakers::Metadata.new(nil, delivery, :properties)
         msg = delivery.body
         names = @metric_names
+        meter = metrics
+        # [delivery_info, metadata], made only when something reads them: middleware,
+        # work_with_params, a custom handler or an error report.
+        views = nil
         res = nil
         error = nil
         finished = false
         begin
-          metrics.increment(names[:started])
-          metrics.timing(names[:time]) do
-            res = run_middleware_and_work(delivery, msg, delivery_info, metadata)
+          meter.increment(names[:started])
+          meter.timing(names[:time]) do
+            middlewares = Sneakers.middleware.to_a
+            views = views_of(delivery) if @call_with_params || @custom_handler || !middlewares.empty?
+            res = run_middleware_and_work(decode(delivery, msg), middlewares, views)
           end
           finished = true
         rescue SignalException, SystemExit
@@ -32,55 +37,75 @@ module Sneakers
         rescue Exception => e # rubocop:disable Lint/RescueException -- as Sneakers: any failure is :error
           res = :error
           error = e
+          views ||= views_of(delivery)
           worker_error(e, log_msg: log_msg(msg), class: self.class.name, message: msg,
-                          delivery_info: delivery_info, metadata: metadata)
+                          delivery_info: views[0], metadata: views[1])
         ensure
           if finished || error
-            settle(delivery, res, error, delivery_info, metadata, msg)
+            settle(delivery, res, error, views, msg, meter)
           else
             # Interrupted (signal, exit, Thread#kill): the work did not finish, so the message
             # goes back on its queue instead of waiting unacknowledged.
-            delivery.settle(@should_ack ? "requeue" : "noop", nil, nil, nil)
+            views&.each(&:load!)
+            delivery.settle(@should_ack ? :requeue : :noop, nil, nil, nil)
           end
         end
       end
 
       private
 
-      def run_middleware_and_work(delivery, msg, delivery_info, metadata)
-        decoded = ContentEncoding.decode(msg, @content_encoding || delivery.content_encoding)
-        deserialized = ContentType.deserialize(decoded, @content_type || delivery.content_type)
-        middlewares = Sneakers.middleware.to_a
-        return call_work(deserialized, delivery_info, metadata) if middlewares.empty?
+      def views_of(delivery)
+        [Sneakers::DeliveryInfo.new(nil, delivery, :delivery_info),
+         Sneakers::Metadata.new(nil, delivery, :properties)]
+      end
+
+      # Sneakers' decoding (content encoding, then content type). While nothing is registered
+      # every payload passes through, so the message's properties are not even read.
+      def decode(delivery, msg)
+        if ContentEncoding.registered?
+          msg = ContentEncoding.decode(msg, @content_encoding || delivery.content_encoding)
+        end
+        return msg unless ContentType.registered?
+
+        ContentType.deserialize(msg, @content_type || delivery.content_type)
+      end
+
+      def run_middleware_and_work(msg, middlewares, views)
+        delivery_info, metadata = views
+        return call_work(msg, delivery_info, metadata) if middlewares.empty?
 
         app = ->(m, info, meta, _handler) { call_work(m, info, meta) }
         chain = middlewares.reverse.reduce(app) { |inner, mw| mw[:class].new(inner, *mw[:args]) }
-        chain.call(deserialized, delivery_info, metadata, @handler)
+        chain.call(msg, delivery_info, metadata, @handler)
       end
 
       def call_work(msg, delivery_info, metadata)
-        respond_to?(:work_with_params) ? work_with_params(msg, delivery_info, metadata) : work(msg)
+        @call_with_params ? work_with_params(msg, delivery_info, metadata) : work(msg)
       end
 
       OUTCOMES = %i[ack reject requeue error].freeze
 
-      def settle(delivery, res, error, delivery_info, metadata, msg)
+      # Views handed out may be read later (a reporter's queue, a saved metadata): they load
+      # their data before the delivery lets go of it.
+      def settle(delivery, res, error, views, msg, meter)
+        views&.each(&:load!)
         outcome = OUTCOMES.include?(res) ? res : :noop
         if @should_ack
-          run_custom_handler(outcome, delivery_info, metadata, msg, error) if @custom_handler
+          run_custom_handler(outcome, views, msg, error) if @custom_handler
           if error
-            delivery.settle("error", error.class.name, error.message.to_s, Array(error.backtrace))
+            delivery.settle(:error, error.class.name, error.message.to_s, Array(error.backtrace))
           else
-            delivery.settle(outcome.to_s, nil, nil, nil)
+            delivery.settle(outcome, nil, nil, nil)
           end
-          metrics.increment(@metric_names[:handled][outcome])
+          meter.increment(@metric_names[:handled][outcome])
         else
-          delivery.settle("noop", nil, nil, nil) # auto-ack: only counted, nothing on the wire
+          delivery.settle(:noop, nil, nil, nil) # auto-ack: only counted, nothing on the wire
         end
-        metrics.increment(@metric_names[:ended])
+        meter.increment(@metric_names[:ended])
       end
 
-      def run_custom_handler(outcome, delivery_info, metadata, msg, error)
+      def run_custom_handler(outcome, views, msg, error)
+        delivery_info, metadata = views
         case outcome
         when :ack then @handler.acknowledge(delivery_info, metadata, msg)
         when :reject then @handler.reject(delivery_info, metadata, msg)
