@@ -67,18 +67,16 @@ impl RbDelivery {
         static EXCHANGE: LazyId = LazyId::new("exchange");
         static REDELIVERED: LazyId = LazyId::new("redelivered");
         static CONSUMER_TAG: LazyId = LazyId::new("consumer_tag");
-        let slot = rb_self.slot();
-        let Some(delivery) = slot.as_deref() else {
-            return Err(state_error("the delivery was settled; its data is gone"));
-        };
-        let i = &delivery.info;
-        let h = ruby.hash_new();
-        h.aset(key(&DELIVERY_TAG), i.delivery_tag)?;
-        h.aset(key(&ROUTING_KEY), i.routing_key.as_str())?;
-        h.aset(key(&EXCHANGE), i.exchange.as_str())?;
-        h.aset(key(&REDELIVERED), i.redelivered)?;
-        h.aset(key(&CONSUMER_TAG), i.consumer_tag.as_str())?;
-        Ok(h)
+        rb_self.with(|d| {
+            let i = &d.info;
+            let h = ruby.hash_new();
+            h.aset(key(&DELIVERY_TAG), i.delivery_tag)?;
+            h.aset(key(&ROUTING_KEY), i.routing_key.as_str())?;
+            h.aset(key(&EXCHANGE), i.exchange.as_str())?;
+            h.aset(key(&REDELIVERED), i.redelivered)?;
+            h.aset(key(&CONSUMER_TAG), i.consumer_tag.as_str())?;
+            Ok(h)
+        })?
     }
 
     fn properties(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {

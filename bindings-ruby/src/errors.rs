@@ -52,12 +52,13 @@ pub fn to_ruby(error: CoreError) -> Error {
     Error::new(ruby.get_inner(class), error.to_string())
 }
 
-/// For options that do not even parse (a binding bug or a value JSON cannot carry).
+/// A call the object's state no longer allows (a delivery used after it was settled).
 pub fn state_error(message: &str) -> Error {
     let ruby = Ruby::get().expect("called from a Ruby thread");
     Error::new(ruby.get_inner(&STATE), message.to_string())
 }
 
+/// For options that do not even parse (a binding bug or a value JSON cannot carry).
 pub fn config_error(message: String) -> Error {
     let ruby = Ruby::get().expect("called from a Ruby thread");
     Error::new(ruby.get_inner(&CONFIG), message)
