@@ -39,8 +39,8 @@ fn lock_names(p: &PoolShared) -> MutexGuard<'_, Vec<String>> {
 }
 
 /// What [`Pool::next`] found.
-// The delivery travels by value: a binding moves it into its own host object, one allocation
-// per message on the host thread instead of two.
+// The delivery travels by value and the binding decides how to hold it: moved into its host
+// object (one allocation per message, not two), or boxed to be freed as soon as it is settled.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Next {
