@@ -113,12 +113,11 @@ impl ChannelTask {
                 () = self.link.ack_signal.notified() => {
                     if self.link.deferred_ack_count() >= self.link.ack_batch {
                         self.send_deferred_acks();
-                    } else if !self.ack_timer_armed {
-                        self.ack_timer.as_mut().reset(Instant::now() + ACK_DELAY);
-                        self.ack_timer_armed = true;
+                    } else {
+                        self.start_ack_timer();
                     }
                 }
-                () = &mut self.ack_timer, if self.ack_timer_armed => self.send_deferred_acks(),
+                () = &mut self.ack_timer, if self.ack_timer_armed => self.ack_timer_fired(),
                 Some(result) = self.pending.next(), if !self.pending.is_empty() => {
                     if let Err(reason) = self.finished(result) {
                         return Ended::Lost(reason);
@@ -153,6 +152,8 @@ impl ChannelTask {
         let wire_tag = d.delivery_tag;
         if ack {
             self.tracker.delivered(wire_tag);
+            // Its ack will come: with the timer running, the host thread need not wake us for it.
+            self.start_ack_timer();
         }
         if self.cancelled && ack {
             // Arrived after basic.cancel: nobody will work on it.
@@ -204,10 +205,12 @@ impl ChannelTask {
         }
     }
 
-    /// Applies the acks host threads deferred (frames follow with the next flush).
-    fn take_deferred_acks(&mut self) {
+    /// Applies the acks host threads deferred (frames follow with the next flush); returns how
+    /// many there were.
+    fn take_deferred_acks(&mut self) -> usize {
         let mut acks = std::mem::take(&mut self.acks);
         self.link.take_deferred_acks(&mut acks);
+        let taken = acks.len();
         for tag in acks.drain(..) {
             self.apply_versioned(Action::Ack {
                 tag,
@@ -215,14 +218,34 @@ impl ChannelTask {
             });
         }
         self.acks = acks;
+        taken
     }
 
-    /// Sends the deferred acks now.
-    fn send_deferred_acks(&mut self) {
-        self.ack_timer_armed = false;
-        self.take_deferred_acks();
+    /// Sends the deferred acks now; returns how many there were.
+    fn send_deferred_acks(&mut self) -> usize {
+        let taken = self.take_deferred_acks();
         self.tracker.flush_acks(&mut self.wire);
         self.send_wire();
+        taken
+    }
+
+    /// Starts the timer that sends a started batch of acks, unless it is running.
+    fn start_ack_timer(&mut self) {
+        if !self.ack_timer_armed {
+            self.ack_timer.as_mut().reset(Instant::now() + ACK_DELAY);
+            self.ack_timer_armed = true;
+            self.link.ack_timer_started();
+        }
+    }
+
+    /// Sends what the host threads deferred; the timer runs on while that was something and
+    /// more work is out (more acks will follow), and stops once a round finds nothing.
+    fn ack_timer_fired(&mut self) {
+        self.ack_timer_armed = false;
+        let sent = self.send_deferred_acks();
+        if (sent > 0 && self.tracker.in_flight() > 0) || !self.link.ack_timer_may_stop() {
+            self.start_ack_timer();
+        }
     }
 
     fn apply(&mut self, action: Action) {

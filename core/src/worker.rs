@@ -11,7 +11,7 @@ use crate::runtime::{self, ProcessGuard};
 use crate::settle::{Action, Outcome, Settled};
 use crate::topology::{self, Declaration};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -179,6 +179,13 @@ impl Worker {
     }
 }
 
+/// Plain acks waiting for the channel task, and whether its timer will come for them.
+#[derive(Debug, Default)]
+struct DeferredAcks {
+    tags: Vec<u64>,
+    timer_running: bool,
+}
+
 /// A message for a worker's channel task.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -200,7 +207,7 @@ pub(crate) struct SessionLink {
     alive: AtomicBool,
     pub(crate) connection: Arc<lapin::Connection>,
     /// Plain acks, waiting to go out as a batch (see [`SessionLink::defer_ack`]).
-    deferred_acks: Mutex<Vec<u64>>,
+    deferred_acks: Mutex<DeferredAcks>,
     /// A batch this long goes out at once.
     pub(crate) ack_batch: usize,
     /// Tells the channel task that a batch started or filled up.
@@ -219,7 +226,7 @@ impl SessionLink {
             commands: tx,
             alive: AtomicBool::new(true),
             connection,
-            deferred_acks: Mutex::new(Vec::new()),
+            deferred_acks: Mutex::new(DeferredAcks::default()),
             // A quarter of the window: the broker keeps three quarters to deliver into while a
             // batch fills.
             ack_batch: usize::from(prefetch / 4).max(1),
@@ -228,33 +235,54 @@ impl SessionLink {
         (Arc::new(link), rx)
     }
 
-    /// Queues a plain ack without waking the channel task for it. Waking that task and writing a
-    /// frame for every ack cost more CPU than the rest of the hand-off (futex calls and a syscall
-    /// per message, in the engine and in the broker); batched, the task sends one `multiple` ack
-    /// for many messages. The task is told when a batch starts (it then sends the batch within
-    /// [`ACK_DELAY`](crate::consumer::ACK_DELAY)) and when it reaches `ack_batch`.
+    /// Queues a plain ack, waking the channel task only when it has to act. Waking that task and
+    /// writing a frame for every ack cost more CPU than the rest of the hand-off (futex calls and
+    /// a syscall per message, in the engine and in the broker); batched, the task sends one
+    /// `multiple` ack for many messages. The task is woken when a batch reaches `ack_batch`, and
+    /// when one starts while its timer is not running (the timer sends a started batch within
+    /// [`ACK_DELAY`](crate::consumer::ACK_DELAY)). The task keeps that timer running while
+    /// messages it handed out are being worked on, so at a small prefetch (a batch of two) a
+    /// batch costs one wake-up, not two.
     pub(crate) fn defer_ack(&self, tag: u64) {
-        let len = {
-            let mut acks = self.deferred_acks.lock().unwrap_or_else(|e| e.into_inner());
-            acks.push(tag);
-            acks.len()
+        let wake = {
+            let mut deferred = self.lock_deferred();
+            deferred.tags.push(tag);
+            let len = deferred.tags.len();
+            len == self.ack_batch || (len == 1 && !deferred.timer_running)
         };
-        if len == 1 || len == self.ack_batch {
+        if wake {
             self.ack_signal.notify_one();
         }
     }
 
+    fn lock_deferred(&self) -> MutexGuard<'_, DeferredAcks> {
+        self.deferred_acks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Moves the deferred acks into `into` (which should be empty).
     pub(crate) fn take_deferred_acks(&self, into: &mut Vec<u64>) {
-        let mut acks = self.deferred_acks.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::swap(&mut *acks, into);
+        std::mem::swap(&mut self.lock_deferred().tags, into);
     }
 
     pub(crate) fn deferred_ack_count(&self) -> usize {
-        self.deferred_acks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.lock_deferred().tags.len()
+    }
+
+    /// The channel task's ack timer is running: a batch that starts needs no wake-up.
+    pub(crate) fn ack_timer_started(&self) {
+        self.lock_deferred().timer_running = true;
+    }
+
+    /// The channel task lets its ack timer stop, unless acks arrived meanwhile (then false:
+    /// the host threads did not wake the task for them, so the timer must run on).
+    pub(crate) fn ack_timer_may_stop(&self) -> bool {
+        let mut deferred = self.lock_deferred();
+        if deferred.tags.is_empty() {
+            deferred.timer_running = false;
+            true
+        } else {
+            false
+        }
     }
 
     pub(crate) fn send(&self, command: Command) {

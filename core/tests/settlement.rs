@@ -611,6 +611,46 @@ fn acks_short_of_a_batch_still_reach_the_broker() {
     assert_eq!(f.ready(&q), 0);
 }
 
+/// The channel task starts its ack timer when it hands out a delivery, and host threads do not
+/// wake the task for an ack while that timer runs: an ack settled right after its delivery (the
+/// timer runs), and acks settled after the timer found nothing and stopped (the host thread must
+/// wake the task again), must each reach the broker with no other traffic to carry them.
+#[test]
+fn acks_reach_the_broker_whether_or_not_the_ack_timer_runs() {
+    let f = Fixture::new();
+    let q = f.queue("ack-timer");
+    f.declare(&q);
+    for i in 0..3 {
+        f.send(&q, &format!("m{i}"));
+    }
+    let global = options(json!({"exchange": "", "prefetch": 400}));
+    let engine = f.engine(&global);
+    let w = engine.add_worker("AckTimerWorker", &q, &global).unwrap();
+    engine.start().unwrap();
+    let mut taken: Vec<_> = (0..3).map(|_| expect_next(w.pool())).collect();
+    taken.remove(0).settle(Outcome::Ack).unwrap();
+    assert!(
+        wait_until(WAIT, || unacked(&q) == 2),
+        "the first ack went out: {}",
+        unacked(&q)
+    );
+    taken.remove(0).settle(Outcome::Ack).unwrap();
+    assert!(
+        wait_until(WAIT, || unacked(&q) == 1),
+        "the second ack went out: {}",
+        unacked(&q)
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    taken.remove(0).settle(Outcome::Ack).unwrap();
+    assert!(
+        wait_until(WAIT, || unacked(&q) == 0),
+        "the last ack went out: {}",
+        unacked(&q)
+    );
+    stop(&engine, STOP);
+    assert_eq!(f.ready(&q), 0);
+}
+
 /// A channel operation sent after an ack applies after it, even though the ack waits to go out
 /// in a batch: a `multiple` nack must not cover a message already acked.
 #[test]
