@@ -106,13 +106,16 @@ class WorkerGroup:
         self._loop_thread.start()
 
     def _pull(self, pool: _engine.Pool) -> None:
+        names = pool.worker_names
+        # A pool of one worker (no share_threads) needs no lookup per message.
+        only = self.workers[names[0]] if len(names) == 1 else None
         while True:
             delivery = pool.next(0.1)
             if delivery is False:
                 return
             if delivery is None:
                 continue
-            worker = self.workers[delivery.worker_name]
+            worker = only if only is not None else self.workers[delivery.worker_name]
             try:
                 worker._process(delivery)
             except Exception:
