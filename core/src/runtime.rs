@@ -21,8 +21,9 @@ static RUNTIME: Mutex<Option<ProcessRuntime>> = Mutex::new(None);
 /// Runtime threads (tokio's `TOKIO_WORKER_THREADS` overrides). One: the runtime's tasks (a
 /// channel task per worker, timers, publishers) are short, and a delivery already crosses lapin's
 /// I/O thread, which one thread per connection bounds anyway. A second worker mostly woke to
-/// steal a task the first was about to run: with two, a Ruby worker at prefetch 10 spent ~20%
-/// more CPU per message in the engine and drained ~9% slower (docs/performance.md).
+/// steal a task the first was about to run: with two, a Ruby worker at prefetch 10 spent ~40%
+/// more CPU per message in the runtime's threads (~20% more in the whole process) and drained
+/// ~10% slower (docs/performance.md).
 const ENGINE_THREADS: usize = 1;
 
 /// The runtime of this process.
