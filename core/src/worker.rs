@@ -210,7 +210,7 @@ pub(crate) struct SessionLink {
     deferred_acks: Mutex<DeferredAcks>,
     /// A batch this long goes out at once.
     pub(crate) ack_batch: usize,
-    /// Tells the channel task that a batch started or filled up.
+    /// Tells the channel task that a batch filled up, or started while its ack timer was stopped.
     pub(crate) ack_signal: Notify,
 }
 

@@ -581,13 +581,18 @@ fn ack_removes_the_message_for_good() {
     assert!(f.broker.get(&q).is_none());
 }
 
-/// Acks are sent in batches of a quarter of the prefetch window; a batch that does not fill up
-/// (here 3 acks against a batch of 100) must still reach the broker, without any further
-/// delivery or command to carry it.
-#[test]
-fn acks_short_of_a_batch_still_reach_the_broker() {
-    let f = Fixture::new();
-    let q = f.queue("ack-batch");
+/// Three messages on a fresh queue, taken by a started engine whose ack batch (prefetch 400 / 4)
+/// they cannot fill.
+fn three_taken_under_a_batch_of_100(
+    f: &Fixture,
+    label: &str,
+) -> (
+    String,
+    Engine,
+    cleats_core::Worker,
+    Vec<cleats_core::Delivery>,
+) {
+    let q = f.queue(label);
     f.declare(&q);
     for i in 0..3 {
         f.send(&q, &format!("m{i}"));
@@ -596,7 +601,17 @@ fn acks_short_of_a_batch_still_reach_the_broker() {
     let engine = f.engine(&global);
     let w = engine.add_worker("AckBatchWorker", &q, &global).unwrap();
     engine.start().unwrap();
-    let taken: Vec<_> = (0..3).map(|_| expect_next(w.pool())).collect();
+    let taken = (0..3).map(|_| expect_next(w.pool())).collect();
+    (q, engine, w, taken)
+}
+
+/// Acks are sent in batches of a quarter of the prefetch window; a batch that does not fill up
+/// (here 3 acks against a batch of 100) must still reach the broker, without any further
+/// delivery or command to carry it.
+#[test]
+fn acks_short_of_a_batch_still_reach_the_broker() {
+    let f = Fixture::new();
+    let (q, engine, w, taken) = three_taken_under_a_batch_of_100(&f, "ack-batch");
     assert_eq!(unacked(&q), 3);
     for d in &taken {
         d.settle(Outcome::Ack).unwrap();
@@ -618,16 +633,7 @@ fn acks_short_of_a_batch_still_reach_the_broker() {
 #[test]
 fn acks_reach_the_broker_whether_or_not_the_ack_timer_runs() {
     let f = Fixture::new();
-    let q = f.queue("ack-timer");
-    f.declare(&q);
-    for i in 0..3 {
-        f.send(&q, &format!("m{i}"));
-    }
-    let global = options(json!({"exchange": "", "prefetch": 400}));
-    let engine = f.engine(&global);
-    let w = engine.add_worker("AckTimerWorker", &q, &global).unwrap();
-    engine.start().unwrap();
-    let mut taken: Vec<_> = (0..3).map(|_| expect_next(w.pool())).collect();
+    let (q, engine, _w, mut taken) = three_taken_under_a_batch_of_100(&f, "ack-timer");
     taken.remove(0).settle(Outcome::Ack).unwrap();
     assert!(
         wait_until(WAIT, || unacked(&q) == 2),
