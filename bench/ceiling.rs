@@ -8,9 +8,14 @@
 //! `... --example ceiling -- lapin MESSAGES PREFETCH [noack|multiple]`: raw lapin for reference
 //! (see `RawAcks`).
 //!
+//! `... --example ceiling -- wire MESSAGES PREFETCH [multiple|each|noack]`: the broker's own
+//! ceiling for a consumer at that prefetch, a minimal client on one socket (bench/wire.rs).
+//!
 //! `... --example ceiling -- publish MESSAGES BATCH [confirms|noconfirms]`: the publishing
 //! ceiling, the engine's publisher sending batches of BATCH and waiting for each batch's
 //! confirms (or, without confirms, the rate the broker takes messages in at all).
+
+mod wire;
 
 use cleats_core::{runtime, Engine, Message, Options, Outcome, Publisher};
 use serde_json::json;
@@ -72,6 +77,19 @@ fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
         *by_name.entry(name).or_insert(0.0) += cpu;
     }
     by_name
+}
+
+/// User+sys CPU seconds of the local broker (beam.smp), 0 when none runs here: the broker's CPU
+/// per message is reported beside ours.
+fn broker_cpu() -> f64 {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|p| {
+            std::fs::read_to_string(p.path().join("comm")).is_ok_and(|c| c.trim() == "beam.smp")
+        })
+        .map_or(0.0, |p| stat_cpu(&p.path().join("stat")).1)
 }
 
 fn amqp_url() -> String {
@@ -212,13 +230,45 @@ async fn consume_raw_lapin(
     conn.close(200, "done".into()).await
 }
 
+/// Runs the minimal client of bench/wire.rs against the broker of `amqp`.
+fn consume_wire(
+    amqp: &str,
+    queue: &str,
+    messages: u64,
+    prefetch: u64,
+    acks: Option<wire::WireAcks>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let url = url::Url::parse(amqp)?;
+    let addr = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5672)
+    );
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().to_string();
+    let vhost = match url.path() {
+        "" | "/" => "/".to_string(),
+        path => decode(&path[1..]),
+    };
+    let (user, password) = (decode(url.username()), decode(url.password().unwrap_or("")));
+    let login = wire::Login {
+        addr: &addr,
+        user: if user.is_empty() { "guest" } else { &user },
+        password: if password.is_empty() { "guest" } else { &password },
+        vhost: &vhost,
+    };
+    let prefetch = u16::try_from(prefetch).map_err(|_| "prefetch above 65535")?;
+    Ok(wire::consume(&login, queue, messages, prefetch, acks)?)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode = std::env::args().nth(1).unwrap_or_default();
     if mode == "publish" {
         return publish_ceiling();
     }
-    // `lapin MESSAGES PREFETCH [noack|multiple]`: raw lapin instead of the engine.
-    let raw = mode == "lapin";
+    // `lapin MESSAGES PREFETCH [noack|multiple]`: raw lapin instead of the engine; `wire ...`
+    // the minimal client.
+    let wire = mode == "wire";
+    let raw = mode == "lapin" || wire;
     let first = usize::from(raw) + 1;
     let (messages, prefetch, threads) =
         (arg(first, 200_000), arg(first + 1, 10), arg(first + 2, 10));
@@ -235,11 +285,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }))?;
     prefill(&global, &queue, messages)?;
 
+    let mut contender = match (raw, acks) {
+        (false, _) => "ceiling (engine, no-op Rust work)",
+        (true, RawAcks::Each) => "raw lapin (one task, ack each delivery)",
+        (true, RawAcks::Multiple(_)) => "raw lapin (one task, a multiple ack per prefetch/4)",
+        (true, RawAcks::None) => "broker with no acks (raw lapin, no_ack consumer)",
+    };
     let (cpu0, _) = usage();
+    let broker0 = broker_cpu();
     let threads_before = cpu_by_thread();
     let started = Instant::now();
     let mut stop: Box<dyn FnOnce() -> Result<(), Box<dyn std::error::Error>>> = Box::new(|| Ok(()));
-    if raw {
+    if wire {
+        let how = match std::env::args().nth(4).as_deref() {
+            Some("noack") => None,
+            Some("each") => Some(wire::WireAcks::Each),
+            _ => Some(wire::WireAcks::Multiple),
+        };
+        consume_wire(&amqp, &queue, messages, prefetch, how)?;
+        contender = match how {
+            None => "broker with no acks (minimal client, no_ack consumer)",
+            Some(wire::WireAcks::Each) => "broker ceiling (minimal client, an ack per message)",
+            Some(wire::WireAcks::Multiple) => "broker ceiling (minimal client, a multiple ack per read)",
+        };
+    } else if raw {
         runtime::handle().block_on(consume_raw_lapin(&queue, messages, prefetch, acks))?;
     } else {
         let engine = Engine::new(&global)?;
@@ -259,6 +328,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let (cpu1, rss_kib) = usage();
+    let broker1 = broker_cpu();
     if std::env::var_os("CEILING_THREADS").is_some() {
         let spent: Vec<(String, f64)> = cpu_by_thread()
             .into_iter()
@@ -272,12 +342,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     stop()?;
     runtime::handle().block_on(declare_or_delete(&amqp, &queue, true))?;
-    let contender = match (raw, acks) {
-        (false, _) => "ceiling (engine, no-op Rust work)",
-        (true, RawAcks::Each) => "raw lapin (one task, ack each delivery)",
-        (true, RawAcks::Multiple(_)) => "raw lapin (one task, a multiple ack per prefetch/4)",
-        (true, RawAcks::None) => "broker with no acks (raw lapin, no_ack consumer)",
-    };
     println!(
         "{}",
         json!({
@@ -285,6 +349,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "messages": messages, "prefetch": prefetch, "threads": if raw { 1 } else { threads },
             "msgs_per_s": (messages as f64 / elapsed).round(),
             "cpu_us_per_msg": ((cpu1 - cpu0) * 1e6 / messages as f64 * 10.0).round() / 10.0,
+            "broker_cpu_us_per_msg": ((broker1 - broker0) * 1e6 / messages as f64 * 10.0).round() / 10.0,
             "peak_rss_mib": (rss_kib as f64 / 1024.0 * 10.0).round() / 10.0,
         })
     );
