@@ -244,7 +244,11 @@ fn consume_wire(
         url.host_str().unwrap_or("127.0.0.1"),
         url.port().unwrap_or(5672)
     );
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().to_string();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .to_string()
+    };
     let vhost = match url.path() {
         "" | "/" => "/".to_string(),
         path => decode(&path[1..]),
@@ -253,7 +257,11 @@ fn consume_wire(
     let login = wire::Login {
         addr: &addr,
         user: if user.is_empty() { "guest" } else { &user },
-        password: if password.is_empty() { "guest" } else { &password },
+        password: if password.is_empty() {
+            "guest"
+        } else {
+            &password
+        },
         vhost: &vhost,
     };
     let prefetch = u16::try_from(prefetch).map_err(|_| "prefetch above 65535")?;
@@ -306,7 +314,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         contender = match how {
             None => "broker with no acks (minimal client, no_ack consumer)",
             Some(wire::WireAcks::Each) => "broker ceiling (minimal client, an ack per message)",
-            Some(wire::WireAcks::Multiple) => "broker ceiling (minimal client, a multiple ack per read)",
+            Some(wire::WireAcks::Multiple) => {
+                "broker ceiling (minimal client, a multiple ack per read)"
+            }
         };
     } else if raw {
         runtime::handle().block_on(consume_raw_lapin(&queue, messages, prefetch, acks))?;

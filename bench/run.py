@@ -52,9 +52,12 @@ SCALES = {
 # name -> (command builder, mode, kind). kind: ceiling | amqp (plain queue) | dramatiq
 CONTENDERS = {
     "ceiling": (None, None, "ceiling"),
-    # References: the idiomatic raw lapin loop (await each ack), and the broker pushing with no
-    # acks at all (consumer no_ack), the most it delivers from one queue here.
+    # References: the idiomatic raw lapin loop (await each ack); the broker's own ceiling for an
+    # acknowledging consumer at the same prefetch (bench/wire.rs: one socket, one multiple ack
+    # per read, no library); and the broker pushing with no acks at all (consumer no_ack), the
+    # most it delivers from one queue here.
     "raw-lapin": (None, None, "lapin"),
+    "broker-acks": (None, None, "wire"),
     "broker-noack": (None, None, "noack"),
     "cleats-ruby": ([RUBY, os.path.join(WORKERS, "cleats_worker.rb")], "ack", "amqp"),
     "cleats-ruby-json": ([RUBY, os.path.join(WORKERS, "cleats_worker.rb")], "json", "amqp"),
@@ -65,7 +68,7 @@ CONTENDERS = {
     "dramatiq": ([PY, os.path.join(WORKERS, "dramatiq_worker.py")], "sync", "dramatiq"),
 }
 # Contenders that are bench/ceiling.rs runs (no host language; not run with 2 processes).
-RUST_KINDS = ("ceiling", "lapin", "noack")
+RUST_KINDS = ("ceiling", "lapin", "wire", "noack")
 # (label, prefetch, threads, processes)
 CONFIGS = [("defaults", 10, 10, 1), ("tuned", 500, 10, 1), ("2 procs", 10, 10, 2)]
 PEERS = {"cleats-ruby": "bunny+pool", "cleats-ruby-json": "bunny+pool",
@@ -255,12 +258,14 @@ def drain_once(name: str, n: int, prefetch: int, threads: int, procs: int) -> di
     if kind in RUST_KINDS:
         argv = {"ceiling": [CEILING, str(n), str(prefetch), str(threads)],
                 "lapin": [CEILING, "lapin", str(n), str(prefetch)],
+                "wire": [CEILING, "wire", str(n), str(prefetch), "multiple"],
                 "noack": [CEILING, "lapin", str(n), str(prefetch), "noack"]}[kind]
         out = subprocess.run(argv, env=dict(os.environ, AMQP_URL=AMQP), capture_output=True,
                              text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         return dict(msgs_per_s=r["msgs_per_s"], cpu_us_per_msg=r["cpu_us_per_msg"],
-                    peak_rss_mib=r["peak_rss_mib"], threads_cpu_s={})
+                    peak_rss_mib=r["peak_rss_mib"], threads_cpu_s={},
+                    broker_cpu_us_per_msg=r["broker_cpu_us_per_msg"])
     queue = f"cleats-bench-{name}-{TAG}-{uuid.uuid4().hex[:6]}"
     dramatiq = CONTENDERS[name][2] == "dramatiq"
     (dramatiq_prefill if dramatiq else publish_plain)(queue, n)
@@ -345,6 +350,8 @@ def drain_table(results: dict, messages: int) -> list:
                 vs_peer=round(rate / med[peer]["msgs_per_s"]["median"], 2) if peer in med else None,
                 vs_ceiling=round(rate / med["ceiling"]["msgs_per_s"]["median"], 2)
                 if "ceiling" in med and name != "ceiling" else None,
+                vs_broker=round(rate / med["broker-acks"]["msgs_per_s"]["median"], 2)
+                if "broker-acks" in med and name != "broker-acks" else None,
                 messages=messages // N_DIVISOR.get(name, 1)))
     return rows
 
@@ -357,13 +364,14 @@ def fmt_spread(s: dict, digits: int = 0) -> str:
 def print_drain(rows: list) -> None:
     print("\n## Drain (median of runs, (min-max))\n")
     print("| config | contender | N | msg/s | CPU us/msg | peak RSS MiB | x peer | x ceiling "
-          "| broker CPU us/msg |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| x broker-acks | broker CPU us/msg |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['config']} | {r['contender']} | {r['messages']} | {fmt_spread(r['msgs_per_s'])} | "
               f"{fmt_spread(r['cpu_us_per_msg'], 1)} | {fmt_spread(r['peak_rss_mib'], 1)} | "
               f"{r['vs_peer'] if r['vs_peer'] is not None else '-'} | "
               f"{r['vs_ceiling'] if r['vs_ceiling'] is not None else '-'} | "
+              f"{r['vs_broker'] if r.get('vs_broker') is not None else '-'} | "
               f"{fmt_spread(r['broker_cpu_us_per_msg'], 1) if r.get('broker_cpu_us_per_msg') else '-'} |")
 
 

@@ -13,6 +13,7 @@ use lapin::{Channel, Confirmation, Consumer};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
@@ -314,12 +315,17 @@ impl ChannelTask {
         Ok(())
     }
 
-    /// Queues the collected frames. Each is written by lapin's I/O loop; we only collect the
-    /// results so a failure surfaces, and never wait for one before sending the next.
+    /// Queues the collected frames for lapin's I/O loop, which writes them in order. Each
+    /// operation is polled once, here, which queues its frame; one still waiting for the write
+    /// is dropped, not awaited. Awaiting woke this task once more for every ack frame, and the
+    /// result says nothing new: a frame that cannot be written fails the connection, which the
+    /// consumer reports, and `close` waits for the channel's close-ok, which the broker sends
+    /// only after every earlier frame.
     fn send_wire(&mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
         for op in self.wire.drain(..) {
             let channel = self.channel.clone();
-            self.pending.push(Box::pin(async move {
+            let mut sent: PendingOp = Box::pin(async move {
                 match op {
                     WireOp::Ack { tag, multiple } => {
                         channel.basic_ack(tag, BasicAckOptions { multiple }).await?
@@ -340,7 +346,11 @@ impl ChannelTask {
                     }
                 }
                 Ok(Sent::Done)
-            }));
+            });
+            if let Poll::Ready(Err(e)) = sent.as_mut().poll(&mut cx) {
+                // Not even queued (the channel is closed): report it from the loop.
+                self.pending.push(Box::pin(async move { Err(e) }));
+            }
         }
     }
 
