@@ -293,11 +293,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }))?;
     prefill(&global, &queue, messages)?;
 
-    let mut contender = match (raw, acks) {
-        (false, _) => "ceiling (engine, no-op Rust work)",
-        (true, RawAcks::Each) => "raw lapin (one task, ack each delivery)",
-        (true, RawAcks::Multiple(_)) => "raw lapin (one task, a multiple ack per prefetch/4)",
-        (true, RawAcks::None) => "broker with no acks (raw lapin, no_ack consumer)",
+    let wire_acks = match std::env::args().nth(4).as_deref() {
+        Some("noack") => None,
+        Some("each") => Some(wire::WireAcks::Each),
+        _ => Some(wire::WireAcks::Multiple),
+    };
+    let contender = match (wire, wire_acks, raw, acks) {
+        (true, None, ..) => "broker with no acks (minimal client, no_ack consumer)",
+        (true, Some(wire::WireAcks::Each), ..) => {
+            "broker ceiling (minimal client, an ack per message)"
+        }
+        (true, Some(wire::WireAcks::Multiple), ..) => {
+            "broker ceiling (minimal client, a multiple ack per read)"
+        }
+        (_, _, false, _) => "ceiling (engine, no-op Rust work)",
+        (_, _, true, RawAcks::Each) => "raw lapin (one task, ack each delivery)",
+        (_, _, true, RawAcks::Multiple(_)) => "raw lapin (one task, a multiple ack per prefetch/4)",
+        (_, _, true, RawAcks::None) => "broker with no acks (raw lapin, no_ack consumer)",
     };
     let (cpu0, _) = usage();
     let broker0 = broker_cpu();
@@ -305,19 +317,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut stop: Box<dyn FnOnce() -> Result<(), Box<dyn std::error::Error>>> = Box::new(|| Ok(()));
     if wire {
-        let how = match std::env::args().nth(4).as_deref() {
-            Some("noack") => None,
-            Some("each") => Some(wire::WireAcks::Each),
-            _ => Some(wire::WireAcks::Multiple),
-        };
-        consume_wire(&amqp, &queue, messages, prefetch, how)?;
-        contender = match how {
-            None => "broker with no acks (minimal client, no_ack consumer)",
-            Some(wire::WireAcks::Each) => "broker ceiling (minimal client, an ack per message)",
-            Some(wire::WireAcks::Multiple) => {
-                "broker ceiling (minimal client, a multiple ack per read)"
-            }
-        };
+        consume_wire(&amqp, &queue, messages, prefetch, wire_acks)?;
     } else if raw {
         runtime::handle().block_on(consume_raw_lapin(&queue, messages, prefetch, acks))?;
     } else {

@@ -94,8 +94,9 @@ impl Frames {
         Ok(Some((kind, channel, &self.buf[payload])))
     }
 
-    /// Waits for the next method frame; fails on a close from the broker.
-    fn expect_method(&mut self, class: u16, id: u16) -> io::Result<Vec<u8>> {
+    /// Waits for the next method frame, which must be `class.id` (a close from the broker, or
+    /// anything else, is an error naming what came).
+    fn expect_method(&mut self, class: u16, id: u16) -> io::Result<()> {
         loop {
             if let Some((kind, _, payload)) = self.next_buffered()? {
                 if kind != FRAME_METHOD || payload.len() < 4 {
@@ -106,7 +107,7 @@ impl Frames {
                     u16::from_be_bytes([payload[2], payload[3]]),
                 );
                 if got == (class, id) {
-                    return Ok(payload[4..].to_vec());
+                    return Ok(());
                 }
                 return Err(bad(format!(
                     "expected method {class}.{id}, the broker sent {}.{} ({})",
@@ -169,8 +170,8 @@ fn open(login: &Login) -> io::Result<(Frames, Vec<u8>)> {
     Ok((frames, out))
 }
 
-/// Consumes `messages` from `queue` at `prefetch` (0: no ack, so no limit), acknowledging as
-/// `acks` says, then closes the connection.
+/// Consumes `messages` from `queue` at `prefetch`, acknowledging as `acks` says (`None`: a
+/// no_ack consumer, which has no window, so `prefetch` is not sent), then closes the connection.
 pub fn consume(
     login: &Login,
     queue: &str,
