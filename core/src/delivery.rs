@@ -188,7 +188,7 @@ impl Delivery {
     /// Settles without a handler, for the engine's own requeues during stop and recovery.
     pub(crate) fn requeue_unprocessed(&self) {
         if !self.settled.swap(true, Ordering::AcqRel) && self.worker.config().ack {
-            self.link.send_requeue(self.info.delivery_tag);
+            self.link.requeue(self.info.delivery_tag);
         }
     }
 }

@@ -361,8 +361,12 @@ async fn open_session(inner: &Shared, generation: u64) -> Result<Session> {
                 )
                 .await
                 .map_err(channel_error)?;
-            let (link, commands) =
-                SessionLink::new(generation, connection.clone(), worker.config().prefetch);
+            let (link, commands) = SessionLink::new(
+                generation,
+                connection.clone(),
+                channel.clone(),
+                worker.config().prefetch,
+            );
             let task = ChannelTask::new(worker.clone(), link.clone(), channel, consumer, commands);
             let lost_tx = lost_tx.clone();
             tokio::spawn(async move {

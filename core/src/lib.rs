@@ -41,6 +41,7 @@ pub mod pool;
 pub mod publisher;
 pub mod runtime;
 pub mod settle;
+mod settler;
 pub mod topology;
 pub mod uri;
 pub mod worker;

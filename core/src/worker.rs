@@ -9,11 +9,12 @@ use crate::metrics::{MetricNames, MetricsSnapshot, WorkerMetrics};
 use crate::pool::Pool;
 use crate::runtime::{self, ProcessGuard};
 use crate::settle::{Action, Outcome, Settled};
+use crate::settler::Settler;
 use crate::topology::{self, Declaration};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 
 /// Delivery tags handed to host code carry the connection generation in their high bits, as
 /// Bunny's versioned delivery tags do: a tag from a lost connection can never settle a message
@@ -94,13 +95,11 @@ impl Worker {
         self.inner.guard.check()?;
         let elapsed = delivery.started.elapsed();
         if self.inner.config.ack {
-            match handlers::action(&self.inner.config.handler, delivery, &outcome) {
-                Action::Ack {
-                    tag,
-                    multiple: false,
-                } => delivery.link.defer_ack(tag),
-                action => delivery.link.send(Command::Apply(action)),
-            }
+            delivery.link.apply(handlers::action(
+                &self.inner.config.handler,
+                delivery,
+                &outcome,
+            ));
             self.inner.metrics.finished(Some(&outcome), elapsed);
         } else {
             self.inner.metrics.finished(None, elapsed);
@@ -114,9 +113,7 @@ impl Worker {
     pub fn apply(&self, action: Action) -> Result<()> {
         self.inner.guard.check()?;
         match self.current_link() {
-            Some(link) if link.generation == split_tag(action.tag()).0 => {
-                link.send(Command::Apply(action));
-            }
+            Some(link) if link.generation == split_tag(action.tag()).0 => link.apply(action),
             _ => log::debug!(
                 "{}: ignoring {action:?}: its connection is gone and the broker has requeued the message",
                 self.name()
@@ -179,17 +176,11 @@ impl Worker {
     }
 }
 
-/// Plain acks waiting for the channel task, and whether its timer will come for them.
-#[derive(Debug, Default)]
-struct DeferredAcks {
-    tags: Vec<u64>,
-    timer_running: bool,
-}
-
 /// A message for a worker's channel task.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Apply(Action),
+    /// A Maxretry republish-then-ack (the only settlement that waits for the broker).
+    Republish(Action),
     /// basic.cancel; replies once the broker confirmed.
     Cancel(oneshot::Sender<()>),
     /// Replies when no handed-out message is still being worked on.
@@ -198,26 +189,22 @@ pub(crate) enum Command {
     Close(oneshot::Sender<usize>),
 }
 
-/// The tie between deliveries of one connection generation and the task that owns their
-/// channel. Once the connection is lost the link is dead and its tags mean nothing.
+/// The tie between deliveries of one connection generation and the channel that consumes
+/// them. Once the connection is lost the link is dead and its tags mean nothing.
 #[derive(Debug)]
 pub(crate) struct SessionLink {
     pub(crate) generation: u64,
     commands: mpsc::UnboundedSender<Command>,
     alive: AtomicBool,
     pub(crate) connection: Arc<lapin::Connection>,
-    /// Plain acks, waiting to go out as a batch (see [`SessionLink::defer_ack`]).
-    deferred_acks: Mutex<DeferredAcks>,
-    /// A batch this long goes out at once.
-    pub(crate) ack_batch: usize,
-    /// Tells the channel task that a batch filled up, or started while its ack timer was stopped.
-    pub(crate) ack_signal: Notify,
+    pub(crate) settler: Settler,
 }
 
 impl SessionLink {
     pub(crate) fn new(
         generation: u64,
         connection: Arc<lapin::Connection>,
+        channel: lapin::Channel,
         prefetch: u16,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Command>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -226,62 +213,27 @@ impl SessionLink {
             commands: tx,
             alive: AtomicBool::new(true),
             connection,
-            deferred_acks: Mutex::new(DeferredAcks::default()),
-            // A quarter of the window: the broker keeps three quarters to deliver into while a
-            // batch fills.
-            ack_batch: usize::from(prefetch / 4).max(1),
-            ack_signal: Notify::new(),
+            settler: Settler::new(channel, prefetch),
         };
         (Arc::new(link), rx)
     }
 
-    /// Queues a plain ack, waking the channel task only when it has to act. Waking that task and
-    /// writing a frame for every ack cost more CPU than the rest of the hand-off (futex calls and
-    /// a syscall per message, in the engine and in the broker); batched, the task sends one
-    /// `multiple` ack for many messages. The task is woken when a batch reaches `ack_batch`, and
-    /// when one starts while its timer is not running (the timer sends a started batch within
-    /// [`ACK_DELAY`](crate::consumer::ACK_DELAY)). The task keeps that timer running while
-    /// messages it handed out are being worked on, so at a small prefetch (a batch of two) a
-    /// batch costs one wake-up, not two.
-    pub(crate) fn defer_ack(&self, tag: u64) {
-        let wake = {
-            let mut deferred = self.lock_deferred();
-            deferred.tags.push(tag);
-            let len = deferred.tags.len();
-            len == self.ack_batch || (len == 1 && !deferred.timer_running)
-        };
-        if wake {
-            self.ack_signal.notify_one();
+    /// Settles by versioned tag, from the calling thread: frames are queued here and now,
+    /// except a republish, which the channel task sends and acks once confirmed. A tag of an
+    /// older connection, or of a message already settled, is ignored: the broker has requeued
+    /// the one, and the other would make it close the channel.
+    pub(crate) fn apply(&self, action: Action) {
+        if matches!(action, Action::RepublishThenAck { .. }) {
+            return self.send(Command::Republish(action));
         }
-    }
-
-    fn lock_deferred(&self) -> MutexGuard<'_, DeferredAcks> {
-        self.deferred_acks.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Moves the deferred acks into `into` (which should be empty).
-    pub(crate) fn take_deferred_acks(&self, into: &mut Vec<u64>) {
-        std::mem::swap(&mut self.lock_deferred().tags, into);
-    }
-
-    pub(crate) fn deferred_ack_count(&self) -> usize {
-        self.lock_deferred().tags.len()
-    }
-
-    /// The channel task's ack timer is running: a batch that starts needs no wake-up.
-    pub(crate) fn ack_timer_started(&self) {
-        self.lock_deferred().timer_running = true;
-    }
-
-    /// The channel task lets its ack timer stop, unless acks arrived meanwhile (then false:
-    /// the host threads did not wake the task for them, so the timer must run on).
-    pub(crate) fn ack_timer_may_stop(&self) -> bool {
-        let mut deferred = self.lock_deferred();
-        if deferred.tags.is_empty() {
-            deferred.timer_running = false;
-            true
-        } else {
-            false
+        let (generation, wire_tag) = split_tag(action.tag());
+        if generation != self.generation || !self.is_alive() {
+            log::debug!("ignoring {action:?}: its connection is gone and the broker has requeued the message");
+            return;
+        }
+        let action = action.with_tag(wire_tag);
+        if !self.settler.apply(&action) {
+            log::debug!("{action:?} for a message already settled; ignored");
         }
     }
 
@@ -291,12 +243,12 @@ impl SessionLink {
         }
     }
 
-    pub(crate) fn send_requeue(&self, tag: u64) {
-        self.send(Command::Apply(Action::Nack {
+    pub(crate) fn requeue(&self, tag: u64) {
+        self.apply(Action::Nack {
             tag,
             multiple: false,
             requeue: true,
-        }));
+        });
     }
 
     pub(crate) fn is_alive(&self) -> bool {

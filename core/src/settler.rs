@@ -1,0 +1,216 @@
+//! One channel's settlements, shared by the host threads and the channel task: whoever settles a
+//! message queues its frame, under one lock, so frames leave in the tracker's order.
+//!
+//! Host threads settle here directly instead of waking the channel task: at a small prefetch,
+//! waking that task (and its thread) took as much CPU per message as everything else the engine
+//! does. The task still runs the timer that sends a started batch of acks, closes the channel,
+//! and is told when it must act.
+
+use crate::settle::{AckTracker, Action, WireOp};
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use lapin::Channel;
+use std::future::Future;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use tokio::sync::Notify;
+
+#[derive(Debug)]
+pub(crate) struct Settler {
+    channel: Channel,
+    state: Mutex<State>,
+    /// A batch this long goes out at once.
+    ack_batch: usize,
+    /// Tells the channel task to look at [`Settler::wants`].
+    pub(crate) signal: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tracker: AckTracker,
+    wire: Vec<WireOp>,
+    /// Acks recorded but not sent yet.
+    unsent: usize,
+    /// The channel task's ack timer is running (or asked to start): it will come for unsent
+    /// acks.
+    timer_running: bool,
+    /// A host thread asked the channel task to start the timer.
+    timer_requested: bool,
+    /// The channel task waits for every delivery to be settled (a stop).
+    idle_wanted: bool,
+    /// The first frame that could not even be queued (the channel is closed).
+    failed: Option<String>,
+}
+
+/// What the channel task should do after [`Settler::signal`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Wants {
+    pub(crate) start_timer: bool,
+    pub(crate) idle: bool,
+    pub(crate) failed: Option<String>,
+}
+
+impl Settler {
+    pub(crate) fn new(channel: Channel, prefetch: u16) -> Self {
+        Settler {
+            channel,
+            state: Mutex::new(State::default()),
+            // A quarter of the window: the broker keeps three quarters to deliver into while a
+            // batch fills.
+            ack_batch: usize::from(prefetch / 4).max(1),
+            signal: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every change keeps the tracker consistent before anything can panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a delivery that will be settled (manual acks). Returns true when the channel
+    /// task should start its ack timer now: with it running, the ack will need no wake-up.
+    pub(crate) fn delivered(&self, tag: u64) -> bool {
+        let mut s = self.lock();
+        s.tracker.delivered(tag);
+        !std::mem::replace(&mut s.timer_running, true)
+    }
+
+    /// Applies a settlement by wire tag and queues the frames it calls for. Plain acks wait
+    /// for a batch: one `multiple` ack goes out when `ack_batch` of them are ready, or when the
+    /// channel task's timer fires ([`ACK_DELAY`](crate::consumer::ACK_DELAY) at most after the
+    /// first); a batch that starts while the timer is stopped signals the task to start it.
+    /// Returns false for a tag that is not (or no longer) awaiting settlement.
+    pub(crate) fn apply(&self, action: &Action) -> bool {
+        let mut state = self.lock();
+        let s = &mut *state;
+        let known = s.tracker.apply(action, &mut s.wire);
+        if known
+            && matches!(
+                action,
+                Action::Ack {
+                    multiple: false,
+                    ..
+                }
+            )
+        {
+            s.unsent += 1;
+        }
+        let mut signal = false;
+        if s.unsent >= self.ack_batch || (s.idle_wanted && s.unsent > 0) {
+            s.tracker.flush_acks(&mut s.wire);
+            s.unsent = 0;
+        } else if s.unsent > 0 && !s.timer_running {
+            s.timer_running = true;
+            s.timer_requested = true;
+            signal = true;
+        }
+        self.queue_frames(s);
+        signal |= s.failed.is_some() || (s.idle_wanted && s.tracker.in_flight() == 0);
+        drop(state);
+        if signal {
+            self.signal.notify_one();
+        }
+        known
+    }
+
+    /// The channel task's ack timer fired: sends the batch. Returns whether the timer should
+    /// run on: while that batch was something and work is still out (more acks will follow).
+    pub(crate) fn timer_fired(&self) -> bool {
+        let mut state = self.lock();
+        let s = &mut *state;
+        let sent = s.unsent > 0;
+        s.tracker.flush_acks(&mut s.wire);
+        s.unsent = 0;
+        self.queue_frames(s);
+        s.timer_running = sent && s.tracker.in_flight() > 0;
+        s.timer_running
+    }
+
+    /// What the channel task was signalled for.
+    pub(crate) fn wants(&self) -> Wants {
+        let mut s = self.lock();
+        Wants {
+            start_timer: std::mem::take(&mut s.timer_requested),
+            idle: s.idle_wanted && s.tracker.in_flight() == 0,
+            failed: s.failed.take(),
+        }
+    }
+
+    /// From now on every ack goes out at once and the task hears when nothing is in flight;
+    /// returns whether that is already so.
+    pub(crate) fn want_idle(&self) -> bool {
+        let mut state = self.lock();
+        let s = &mut *state;
+        s.idle_wanted = true;
+        s.tracker.flush_acks(&mut s.wire);
+        s.unsent = 0;
+        self.queue_frames(s);
+        s.tracker.in_flight() == 0
+    }
+
+    /// Sends every ack, then requeues the messages still being worked on (a stop deadline);
+    /// returns how many were requeued. Their late settlements will find nothing to settle.
+    pub(crate) fn requeue_unfinished(&self) -> usize {
+        let mut state = self.lock();
+        let s = &mut *state;
+        s.tracker.flush_acks(&mut s.wire);
+        s.unsent = 0;
+        let unfinished = s.tracker.take_in_flight();
+        s.wire.extend(unfinished.iter().map(|&tag| WireOp::Nack {
+            tag,
+            multiple: false,
+            requeue: true,
+        }));
+        self.queue_frames(s);
+        unfinished.len()
+    }
+
+    /// Hands the collected frames to lapin's I/O loop, which writes them in order. Each
+    /// operation is polled once, which queues its frame, and dropped: awaiting it would need a
+    /// task to wake once more per frame, and the result says nothing new (a frame that cannot
+    /// be written fails the connection, which recovery handles, and closing the channel waits
+    /// for its close-ok, which the broker sends only after every earlier frame). An operation
+    /// refused before it was queued (the channel is closed) is recorded for the channel task.
+    fn queue_frames(&self, s: &mut State) {
+        if s.wire.is_empty() {
+            return;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        for op in s.wire.drain(..) {
+            let queued = match op {
+                WireOp::Ack { tag, multiple } => poll_once(
+                    &mut cx,
+                    self.channel.basic_ack(tag, BasicAckOptions { multiple }),
+                ),
+                WireOp::Reject { tag, requeue } => poll_once(
+                    &mut cx,
+                    self.channel
+                        .basic_reject(tag, BasicRejectOptions { requeue }),
+                ),
+                WireOp::Nack {
+                    tag,
+                    multiple,
+                    requeue,
+                } => poll_once(
+                    &mut cx,
+                    self.channel
+                        .basic_nack(tag, BasicNackOptions { multiple, requeue }),
+                ),
+            };
+            if let Err(e) = queued {
+                s.failed.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// Polls a channel operation once: `Err` only when it failed before its frame was queued.
+fn poll_once<F: Future<Output = lapin::Result<()>>>(
+    cx: &mut Context<'_>,
+    op: F,
+) -> lapin::Result<()> {
+    let mut op = std::pin::pin!(op);
+    match op.as_mut().poll(cx) {
+        Poll::Ready(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
