@@ -1,14 +1,15 @@
-//! The task that owns one worker's channel: it receives deliveries and hands them to the pool,
-//! runs the timer that sends a started batch of acks, republishes for Maxretry, and cancels and
-//! closes the channel on stop. Settlements go out from the host threads, through the channel's
-//! [`Settler`](crate::settler::Settler).
+//! The task that owns one worker's channel: it runs the timer that sends a started batch of
+//! acks, republishes for Maxretry, and cancels and closes the channel on stop. Host threads take
+//! the deliveries ([`Source`](crate::source::Source)) and settle them (through the channel's
+//! [`Settler`](crate::settler::Settler)) themselves; this task hears of them only when it must
+//! act.
 
-use crate::delivery::Delivery;
 use crate::settle::Action;
-use crate::worker::{split_tag, versioned_tag, Command, SessionLink, Worker};
+use crate::worker::{split_tag, Command, SessionLink, Worker};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use lapin::options::{BasicCancelOptions, BasicPublishOptions};
-use lapin::{Channel, Confirmation, Consumer};
+use lapin::types::ShortString;
+use lapin::{Channel, Confirmation};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,19 +37,25 @@ enum Sent {
     RepublishRefused(u64),
 }
 
+/// What the loop does after a command.
+enum Flow {
+    Continue,
+    /// Close the channel, then reply with the number of messages requeued.
+    Close(oneshot::Sender<usize>),
+    Lost(String),
+}
+
 type PendingOp = Pin<Box<dyn Future<Output = Result<Sent, lapin::Error>> + Send>>;
 
 pub(crate) struct ChannelTask {
     pub(crate) worker: Worker,
     pub(crate) link: Arc<SessionLink>,
     pub(crate) channel: Channel,
-    pub(crate) consumer: Consumer,
+    consumer_tag: ShortString,
     pub(crate) commands: mpsc::UnboundedReceiver<Command>,
     /// Republishes waiting for their confirm (Maxretry), and operations refused at once.
     pending: FuturesUnordered<PendingOp>,
     idle_waiters: Vec<oneshot::Sender<()>>,
-    consuming: bool,
-    cancelled: bool,
     /// Armed while acks wait for a batch (see [`Settler::apply`](crate::settler::Settler::apply)).
     ack_timer: Pin<Box<Sleep>>,
     ack_timer_armed: bool,
@@ -59,19 +66,17 @@ impl ChannelTask {
         worker: Worker,
         link: Arc<SessionLink>,
         channel: Channel,
-        consumer: Consumer,
+        consumer_tag: ShortString,
         commands: mpsc::UnboundedReceiver<Command>,
     ) -> Self {
         ChannelTask {
             worker,
             link,
             channel,
-            consumer,
+            consumer_tag,
             commands,
             pending: FuturesUnordered::new(),
             idle_waiters: Vec::new(),
-            consuming: true,
-            cancelled: false,
             ack_timer: Box::pin(tokio::time::sleep(ACK_DELAY)),
             ack_timer_armed: false,
         }
@@ -89,8 +94,10 @@ impl ChannelTask {
                 biased;
                 command = self.commands.recv() => {
                     let Some(command) = command else { return Ended::Closed };
-                    if let Some(reply) = self.handle(command).await {
-                        return self.close(reply).await;
+                    match self.handle(command).await {
+                        Flow::Continue => {}
+                        Flow::Close(reply) => return self.close(reply).await,
+                        Flow::Lost(reason) => return Ended::Lost(reason),
                     }
                 }
                 () = self.link.settler.signal.notified() => {
@@ -118,14 +125,6 @@ impl ChannelTask {
                         return Ended::Lost(reason);
                     }
                 }
-                next = self.consumer.next(), if self.consuming => match next {
-                    Some(Ok(delivery)) => self.deliver(delivery).await,
-                    Some(Err(e)) => return Ended::Lost(format!("consumer of '{}' failed: {e}", self.queue())),
-                    None if self.cancelled => self.consuming = false,
-                    None => return Ended::Lost(format!(
-                        "the broker cancelled the consumer of '{}' (queue deleted?)", self.queue()
-                    )),
-                },
             }
         }
     }
@@ -139,42 +138,18 @@ impl ChannelTask {
         self.ack_timer_armed = true;
     }
 
-    async fn deliver(&mut self, d: lapin::message::Delivery) {
-        let ack = self.worker.config().ack;
-        let wire_tag = d.delivery_tag;
-        if ack && self.link.settler.delivered(wire_tag) {
-            self.arm_ack_timer();
-        }
-        if self.cancelled && ack {
-            // Arrived after basic.cancel: nobody will work on it.
-            self.link.settler.apply(&Action::Nack {
-                tag: wire_tag,
-                multiple: false,
-                requeue: true,
-            });
-            return;
-        }
-        let tag = self.consumer.tag();
-        let mut delivery = Delivery::new(d, tag.as_str(), self.worker.clone(), self.link.clone());
-        delivery.info.delivery_tag = versioned_tag(self.link.generation, wire_tag);
-        self.worker.pool().push(delivery).await;
-    }
-
-    /// Returns the reply channel when the command asks to close.
-    async fn handle(&mut self, command: Command) -> Option<oneshot::Sender<usize>> {
+    async fn handle(&mut self, command: Command) -> Flow {
         match command {
             Command::Republish(action) => self.republish(action),
             Command::Cancel(reply) => {
-                if !self.cancelled {
-                    self.cancelled = true;
-                    let tag = self.consumer.tag();
+                if !self.link.is_cancelled() {
+                    self.link.set_cancelled();
                     if let Err(e) = self
                         .channel
-                        .basic_cancel(tag, BasicCancelOptions::default())
+                        .basic_cancel(self.consumer_tag.clone(), BasicCancelOptions::default())
                         .await
                     {
                         log::warn!("{}: basic.cancel failed: {e}", self.queue());
-                        self.consuming = false;
                     }
                 }
                 let _ = reply.send(());
@@ -186,9 +161,10 @@ impl ChannelTask {
                     self.idle_waiters.push(reply);
                 }
             }
-            Command::Close(reply) => return Some(reply),
+            Command::Close(reply) => return Flow::Close(reply),
+            Command::Lost(reason) => return Flow::Lost(reason),
         }
-        None
+        Flow::Continue
     }
 
     /// Publishes the copy, and acks the original once the broker confirmed the copy.

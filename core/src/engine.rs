@@ -13,6 +13,7 @@ use crate::consumer::{ChannelTask, Ended};
 use crate::error::{Error, Result};
 use crate::pool::Pool;
 use crate::runtime::{self, Pending, ProcessGuard};
+use crate::source::Source;
 use crate::topology;
 use crate::worker::{Command, SessionLink, Worker};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
@@ -367,13 +368,22 @@ async fn open_session(inner: &Shared, generation: u64) -> Result<Session> {
                 channel.clone(),
                 worker.config().prefetch,
             );
-            let task = ChannelTask::new(worker.clone(), link.clone(), channel, consumer, commands);
+            let task = ChannelTask::new(
+                worker.clone(),
+                link.clone(),
+                channel,
+                consumer.tag(),
+                commands,
+            );
             let lost_tx = lost_tx.clone();
             tokio::spawn(async move {
                 if let Ended::Lost(reason) = task.run().await {
                     let _ = lost_tx.send(reason);
                 }
             });
+            worker
+                .pool()
+                .add_source(Source::new(worker.clone(), link.clone(), consumer));
             links.push((worker.clone(), link));
         }
         Ok(())

@@ -42,6 +42,7 @@ pub mod publisher;
 pub mod runtime;
 pub mod settle;
 mod settler;
+mod source;
 pub mod topology;
 pub mod uri;
 pub mod worker;

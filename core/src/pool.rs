@@ -1,5 +1,8 @@
-//! The hand-off between the engine and host threads: a bounded queue of deliveries that host
-//! threads pull from with a timeout, so every wait is short and interruptible.
+//! The hand-off between the engine and host threads: host threads take deliveries from their
+//! workers' consumers ([`Source`]) into a bounded queue and pull from it with a timeout, so every
+//! wait is short and interruptible. A thread that finds the queue empty takes what lapin has
+//! received; one that finds nothing sleeps, and lapin's I/O loop wakes a sleeper when more
+//! arrives.
 //!
 //! A pool belongs to one worker, or to every worker of a process with `share_threads`. Its
 //! `threads` is how many host threads should pull from it.
@@ -8,10 +11,12 @@ use crate::delivery::Delivery;
 use crate::error::Result;
 use crate::runtime::{self, ProcessGuard};
 use crate::settle::Outcome;
+use crate::source::{Source, Taken};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
+use std::task::{Context, Waker};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -62,18 +67,36 @@ struct PoolShared {
     state: Mutex<State>,
     /// The workers whose deliveries it hands out, in the order they were added.
     worker_names: Mutex<Vec<String>>,
+    /// The consumers of the current connection, one per worker. Locked while a thread takes
+    /// deliveries from them, never while `state` is held (lapin calls `waker` with its
+    /// consumer's lock held, and `waker` takes `state`).
+    sources: Mutex<Vec<Source>>,
+    /// Registered with every source: lapin's I/O loop calls it when a delivery arrives.
+    waker: Waker,
     /// `None`: unbounded.
     capacity: Option<usize>,
     threads: usize,
     stopping: AtomicBool,
-    /// Set by a producer waiting for room (auto-ack consumers, which the broker does not bound).
-    producer_waiting: AtomicBool,
-    space: Notify,
     guard: ProcessGuard,
     /// Starts the pool's busy check (one task, started on first use, so arming it allocates
     /// nothing).
     busy_check: Arc<Notify>,
     busy_checker: Once,
+}
+
+/// Wakes the pool when lapin receives a delivery for one of its sources.
+struct SourceWaker(Weak<PoolShared>);
+
+impl std::task::Wake for SourceWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(inner) = self.0.upgrade() {
+            Pool { inner }.source_ready();
+        }
+    }
 }
 
 impl Drop for PoolShared {
@@ -114,6 +137,8 @@ struct State {
     handed_out: u64,
     /// A busy check is scheduled.
     check_armed: bool,
+    /// Lapin may hold deliveries nobody has taken yet: the next thread at the queue takes them.
+    source_ready: bool,
 }
 
 /// How much queued work (at the average work time) each busy thread may have waiting for it
@@ -145,12 +170,18 @@ impl State {
             work_ns: INITIAL_WORK.as_nanos() as u64,
             handed_out: 0,
             check_armed: false,
+            source_ready: false,
         }
+    }
+
+    /// Deliveries (counting lapin's as one) that no thread awake will come for.
+    fn unclaimed(&self) -> usize {
+        (self.queue.len() + usize::from(self.source_ready)).saturating_sub(self.waking)
     }
 
     /// Whether a sleeper should be woken for the queue, which then takes it off the list.
     fn wake(&mut self) -> Wake {
-        let unclaimed = self.queue.len().saturating_sub(self.waking);
+        let unclaimed = self.unclaimed();
         if unclaimed == 0 || self.sleepers.is_empty() {
             return Wake::Nobody;
         }
@@ -199,14 +230,14 @@ impl Pool {
     /// prefetch as enforced by the broker).
     pub(crate) fn new(threads: usize, capacity: Option<usize>) -> Self {
         Pool {
-            inner: Arc::new(PoolShared {
+            inner: Arc::new_cyclic(|pool| PoolShared {
                 state: Mutex::new(State::new()),
                 worker_names: Mutex::new(Vec::new()),
+                sources: Mutex::new(Vec::new()),
+                waker: Waker::from(Arc::new(SourceWaker(pool.clone()))),
                 capacity: capacity.map(|n| n.max(1)),
                 threads,
                 stopping: AtomicBool::new(false),
-                producer_waiting: AtomicBool::new(false),
-                space: Notify::new(),
                 guard: ProcessGuard::new(),
                 busy_check: Arc::new(Notify::new()),
                 busy_checker: Once::new(),
@@ -269,6 +300,24 @@ impl Pool {
             if p.stopping.load(SeqCst) {
                 return Ok(Next::Stopped);
             }
+            if state.queue.is_empty() || state.source_ready {
+                state.source_ready = false;
+                let room = p
+                    .capacity
+                    .map_or(usize::MAX, |cap| cap.saturating_sub(state.queue.len()));
+                drop(state);
+                let (taken, more) = self.take_from_sources(room);
+                if p.stopping.load(SeqCst) {
+                    // The stop may have requeued the buffer already: nobody else will.
+                    taken.into_iter().for_each(|d| {
+                        drop_unprocessed(d);
+                    });
+                    return Ok(Next::Stopped);
+                }
+                state = self.state();
+                state.queue.extend(taken);
+                state.source_ready |= more;
+            }
             if let Some(mut delivery) = state.queue.pop_front() {
                 // This thread is busy from now on; another delivery waiting and nobody coming
                 // for it: pass the baton.
@@ -278,9 +327,6 @@ impl Pool {
                 drop(state);
                 HANDED_OUT.with(|h| h.set(Some((self.id(), Instant::now()))));
                 self.act(baton);
-                if p.producer_waiting.swap(false, SeqCst) {
-                    p.space.notify_waiters();
-                }
                 if delivery.is_stale() {
                     // Its connection is gone; the broker redelivers it. This thread is back.
                     HANDED_OUT.with(|h| h.set(None));
@@ -291,6 +337,9 @@ impl Pool {
                 delivery.mark_started();
                 delivery.worker().counters().started();
                 return Ok(Next::Delivery(delivery));
+            }
+            if state.source_ready {
+                continue; // arrived while this thread looked
             }
             let now = Instant::now();
             if now >= deadline {
@@ -308,45 +357,48 @@ impl Pool {
         }
     }
 
-    /// Hands a delivery to the host threads; waits for room only when the queue is full, which
-    /// only auto-ack consumers can cause.
-    pub(crate) async fn push(&self, mut delivery: Delivery) {
-        let p = &self.inner;
-        loop {
-            match self.try_push(delivery) {
-                None => return,
-                Some(back) => delivery = back,
-            }
-            if p.stopping.load(SeqCst) {
-                // Nobody will take it any more.
-                drop_unprocessed(delivery);
-                return;
-            }
-            let notified = p.space.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            p.producer_waiting.store(true, SeqCst);
-            if self.is_full() && !p.stopping.load(SeqCst) {
-                notified.await;
-            }
+    /// Serves `source` from now on, in place of the worker's consumer of an earlier connection.
+    pub(crate) fn add_source(&self, source: Source) {
+        {
+            let mut sources = self.lock_sources();
+            sources.retain(|s| s.worker().name() != source.worker().name());
+            sources.push(source);
         }
+        // Someone must take its first deliveries (and register the waker with it).
+        self.source_ready();
     }
 
-    /// Queues the delivery and wakes a host thread for it; gives it back when the queue is full.
-    fn try_push(&self, delivery: Delivery) -> Option<Delivery> {
+    fn lock_sources(&self) -> MutexGuard<'_, Vec<Source>> {
+        self.inner.sources.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes up to `limit` deliveries from the sources, registering the waker with each source
+    /// left empty; true when a source may hold more (stopped at the limit). Call it without
+    /// `state` held.
+    fn take_from_sources(&self, limit: usize) -> (Vec<Delivery>, bool) {
+        let mut taken = Vec::new();
+        let mut more = false;
+        let mut cx = Context::from_waker(&self.inner.waker);
+        self.lock_sources().retain_mut(|source| {
+            match source.take(&mut cx, limit - taken.len(), &mut taken) {
+                Taken::Waiting => true,
+                Taken::Limited => {
+                    more = true;
+                    true
+                }
+                Taken::Ended => false,
+            }
+        });
+        (taken, more)
+    }
+
+    /// Lapin received a delivery (or a source was added): a thread must come for it.
+    fn source_ready(&self) {
         let mut state = self.state();
-        if self
-            .inner
-            .capacity
-            .is_some_and(|cap| state.queue.len() >= cap)
-        {
-            return Some(delivery);
-        }
-        state.queue.push_back(delivery);
+        state.source_ready = true;
         let wake = state.wake();
         drop(state);
         self.act(wake);
-        None
     }
 
     fn id(&self) -> usize {
@@ -392,8 +444,8 @@ impl Pool {
     fn busy_check(&self, seen: &mut u64) -> bool {
         let mut wake = Vec::new();
         let mut state = self.state();
-        if state.queue.len() > state.waking && *seen == state.handed_out {
-            while state.queue.len() > state.waking {
+        if state.unclaimed() > 0 && *seen == state.handed_out {
+            while state.unclaimed() > 0 {
                 let Some(thread) = state.wake_one() else {
                     break;
                 };
@@ -401,7 +453,7 @@ impl Pool {
             }
         }
         *seen = state.handed_out;
-        if state.queue.len() <= state.waking || state.sleepers.is_empty() {
+        if state.unclaimed() == 0 || state.sleepers.is_empty() {
             state.check_armed = false;
         }
         let armed = state.check_armed;
@@ -412,12 +464,7 @@ impl Pool {
         armed
     }
 
-    fn is_full(&self) -> bool {
-        let len = self.state().queue.len();
-        self.inner.capacity.is_some_and(|cap| len >= cap)
-    }
-
-    /// Stop handing out deliveries (and wake a producer waiting for room).
+    /// Stop handing out deliveries.
     pub(crate) fn begin_stop(&self) {
         self.inner.stopping.store(true, SeqCst);
         let sleepers = {
@@ -428,26 +475,26 @@ impl Pool {
         for (_, _, thread) in sleepers {
             thread.unpark();
         }
-        self.inner.space.notify_waiters();
     }
 
-    /// Requeues what was received but never handed out; returns how many went back.
+    /// Requeues what was received but never handed out (in the queue or still in lapin's
+    /// consumers); returns how many went back.
     pub(crate) fn requeue_buffered(&self) -> usize {
+        let (in_lapin, _) = self.take_from_sources(usize::MAX);
         let buffered = std::mem::take(&mut self.state().queue);
-        let n = buffered
+        buffered
             .into_iter()
+            .chain(in_lapin)
             .map(drop_unprocessed)
             .filter(|&b| b)
-            .count();
-        self.inner.space.notify_waiters();
-        n
+            .count()
     }
 
     /// Drops deliveries of lost connections (the broker redelivers them), keeping the rest in
     /// order.
     pub(crate) fn purge_stale(&self) {
+        self.lock_sources().retain(|s| s.is_alive());
         self.state().queue.retain(|d| !d.is_stale());
-        self.inner.space.notify_waiters();
     }
 
     /// Runs `threads` Rust threads that loop next -> `work` -> settle until the engine stops:

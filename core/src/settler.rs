@@ -66,12 +66,9 @@ impl Settler {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a delivery that will be settled (manual acks). Returns true when the channel
-    /// task should start its ack timer now: with it running, the ack will need no wake-up.
-    pub(crate) fn delivered(&self, tag: u64) -> bool {
-        let mut s = self.lock();
-        s.tracker.delivered(tag);
-        !std::mem::replace(&mut s.timer_running, true)
+    /// Records a delivery that will be settled (manual acks), in tag order.
+    pub(crate) fn delivered(&self, tag: u64) {
+        self.lock().tracker.delivered(tag);
     }
 
     /// Applies a settlement by wire tag and queues the frames it calls for. Plain acks wait

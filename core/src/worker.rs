@@ -187,6 +187,9 @@ pub(crate) enum Command {
     WhenIdle(oneshot::Sender<()>),
     /// Requeue unfinished work, flush, close the channel; replies with the number requeued.
     Close(oneshot::Sender<usize>),
+    /// The consumer failed or the broker cancelled it (seen by the host thread taking
+    /// deliveries): recovery should take over.
+    Lost(String),
 }
 
 /// The tie between deliveries of one connection generation and the channel that consumes
@@ -196,6 +199,8 @@ pub(crate) struct SessionLink {
     pub(crate) generation: u64,
     commands: mpsc::UnboundedSender<Command>,
     alive: AtomicBool,
+    /// basic.cancel was sent (a stop): the end of the consumer is expected, not a loss.
+    cancelled: AtomicBool,
     pub(crate) connection: Arc<lapin::Connection>,
     pub(crate) settler: Settler,
 }
@@ -212,6 +217,7 @@ impl SessionLink {
             generation,
             commands: tx,
             alive: AtomicBool::new(true),
+            cancelled: AtomicBool::new(false),
             connection,
             settler: Settler::new(channel, prefetch),
         };
@@ -253,6 +259,14 @@ impl SessionLink {
 
     pub(crate) fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_cancelled(&self) {
+        self.cancelled.store(true, Ordering::Release);
     }
 
     pub(crate) fn kill(&self) {
