@@ -291,10 +291,26 @@ impl AckTracker {
 
     /// Sends the acks collected since the last flush.
     pub(crate) fn flush_acks(&mut self, out: &mut Vec<WireOp>) {
-        if self.ack_ready == 0 {
-            return;
+        self.flush_front(out);
+        // Behind an unfinished message: one ack each.
+        if self.ack_ready > 0 {
+            for i in 0..self.slots.len() {
+                if self.slots[i].1 == Slot::AckReady {
+                    out.push(WireOp::Ack {
+                        tag: self.slots[i].0,
+                        multiple: false,
+                    });
+                    self.set(i, Slot::Done);
+                }
+            }
         }
-        // The run at the front: every unsettled tag up to `last` is finished with an ack.
+        self.compact();
+    }
+
+    /// Sends the run of acks at the front (every unsettled tag up to its last is finished
+    /// with an ack) as one `multiple` ack, and leaves acks behind an unfinished message for
+    /// later: once that message is settled, one frame covers them too.
+    pub(crate) fn flush_front(&mut self, out: &mut Vec<WireOp>) {
         let mut last = None;
         let mut count = 0;
         while let Some(&(tag, slot)) = self.slots.front() {
@@ -315,19 +331,11 @@ impl AckTracker {
                 multiple: count > 1,
             });
         }
-        // Behind an unfinished message: one ack each.
-        if self.ack_ready > 0 {
-            for i in 0..self.slots.len() {
-                if self.slots[i].1 == Slot::AckReady {
-                    out.push(WireOp::Ack {
-                        tag: self.slots[i].0,
-                        multiple: false,
-                    });
-                    self.set(i, Slot::Done);
-                }
-            }
-        }
-        self.compact();
+    }
+
+    /// Acks recorded and not sent yet.
+    pub(crate) fn ack_ready(&self) -> usize {
+        self.ack_ready
     }
 
     /// Tags whose work has not finished (for requeueing at a stop deadline); marks them done.
@@ -376,6 +384,35 @@ mod tests {
             },
             &mut Vec::new(),
         )
+    }
+
+    #[test]
+    fn flush_front_leaves_acks_behind_unfinished_work_for_one_later_frame() {
+        let mut t = tracker(5);
+        for tag in [1, 3, 4] {
+            assert!(ack(&mut t, tag));
+        }
+        let mut out = Vec::new();
+        t.flush_front(&mut out);
+        assert_eq!(
+            out,
+            vec![WireOp::Ack {
+                tag: 1,
+                multiple: false
+            }]
+        );
+        assert_eq!(t.ack_ready(), 2, "3 and 4 wait behind 2");
+        assert!(ack(&mut t, 2));
+        out.clear();
+        t.flush_front(&mut out);
+        assert_eq!(
+            out,
+            vec![WireOp::Ack {
+                tag: 4,
+                multiple: true
+            }]
+        );
+        assert_eq!((t.ack_ready(), t.in_flight()), (0, 1));
     }
 
     #[test]

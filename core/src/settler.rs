@@ -28,8 +28,6 @@ pub(crate) struct Settler {
 struct State {
     tracker: AckTracker,
     wire: Vec<WireOp>,
-    /// Acks recorded but not sent yet.
-    unsent: usize,
     /// The channel task's ack timer is running (or asked to start): it will come for unsent
     /// acks.
     timer_running: bool,
@@ -72,30 +70,25 @@ impl Settler {
     }
 
     /// Applies a settlement by wire tag and queues the frames it calls for. Plain acks wait
-    /// for a batch: one `multiple` ack goes out when `ack_batch` of them are ready, or when the
-    /// channel task's timer fires ([`ACK_DELAY`](crate::consumer::ACK_DELAY) at most after the
-    /// first); a batch that starts while the timer is stopped signals the task to start it.
+    /// for a batch: once `ack_batch` of them are ready, the run at the front goes out as one
+    /// `multiple` ack; everything else goes when the channel task's timer fires
+    /// ([`ACK_DELAY`](crate::consumer::ACK_DELAY) at most after the first); a batch that starts
+    /// while the timer is stopped signals the task to start it.
     /// Returns false for a tag that is not (or no longer) awaiting settlement.
     pub(crate) fn apply(&self, action: &Action) -> bool {
         let mut state = self.lock();
         let s = &mut *state;
         let known = s.tracker.apply(action, &mut s.wire);
-        if known
-            && matches!(
-                action,
-                Action::Ack {
-                    multiple: false,
-                    ..
-                }
-            )
-        {
-            s.unsent += 1;
-        }
         let mut signal = false;
-        if s.unsent >= self.ack_batch || (s.idle_wanted && s.unsent > 0) {
+        if s.idle_wanted {
             s.tracker.flush_acks(&mut s.wire);
-            s.unsent = 0;
-        } else if s.unsent > 0 && !s.timer_running {
+        } else if s.tracker.ack_ready() >= self.ack_batch {
+            // Acks behind unfinished work wait (for the timer, at most), so that they go out
+            // in one `multiple` frame once that work is settled, not in a frame each: with
+            // many threads the run at the front is often broken by a message still in work.
+            s.tracker.flush_front(&mut s.wire);
+        }
+        if s.tracker.ack_ready() > 0 && !s.timer_running {
             s.timer_running = true;
             s.timer_requested = true;
             signal = true;
@@ -114,9 +107,8 @@ impl Settler {
     pub(crate) fn timer_fired(&self) -> bool {
         let mut state = self.lock();
         let s = &mut *state;
-        let sent = s.unsent > 0;
+        let sent = s.tracker.ack_ready() > 0;
         s.tracker.flush_acks(&mut s.wire);
-        s.unsent = 0;
         self.queue_frames(s);
         s.timer_running = sent && s.tracker.in_flight() > 0;
         s.timer_running
@@ -139,7 +131,6 @@ impl Settler {
         let s = &mut *state;
         s.idle_wanted = true;
         s.tracker.flush_acks(&mut s.wire);
-        s.unsent = 0;
         self.queue_frames(s);
         s.tracker.in_flight() == 0
     }
@@ -150,7 +141,6 @@ impl Settler {
         let mut state = self.lock();
         let s = &mut *state;
         s.tracker.flush_acks(&mut s.wire);
-        s.unsent = 0;
         let unfinished = s.tracker.take_in_flight();
         s.wire.extend(unfinished.iter().map(|&tag| WireOp::Nack {
             tag,
