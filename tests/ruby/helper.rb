@@ -61,6 +61,8 @@ class CleatsTestCase < Minitest::Test
     @running.each { |w| w.stop rescue nil }
     @queues.each { |q| CleatsTest.delete_queue(q) }
     Sneakers.clear!
+    # Global registries: left filled, they would leak into tests of other classes (random order).
+    Sneakers.middleware.to_a.clear
   end
 
   def queue(name)
