@@ -302,19 +302,24 @@ impl Pool {
             }
             if state.queue.is_empty() || state.source_ready {
                 state.source_ready = false;
+                // Counted as waking: this thread comes back to the queue, so lapin's waker need
+                // not wake a sleeper for what arrives meanwhile.
+                state.waking += 1;
                 let room = p
                     .capacity
                     .map_or(usize::MAX, |cap| cap.saturating_sub(state.queue.len()));
                 drop(state);
                 let (taken, more) = self.take_from_sources(room);
+                state = self.state();
+                state.waking -= 1;
                 if p.stopping.load(SeqCst) {
+                    drop(state);
                     // The stop may have requeued the buffer already: nobody else will.
                     taken.into_iter().for_each(|d| {
                         drop_unprocessed(d);
                     });
                     return Ok(Next::Stopped);
                 }
-                state = self.state();
                 state.queue.extend(taken);
                 state.source_ready |= more;
             }

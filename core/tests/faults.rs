@@ -1157,8 +1157,8 @@ fn status_is_connected_when_start_returns() {
 
 // ---- auto-ack stop with a backlog ---------------------------------------------------------
 
-/// `ack: false` has no qos: the broker sends the whole backlog, the pool fills up and the
-/// channel task waits in `Pool::push`. A graceful stop must still keep its deadline and report
+/// `ack: false` has no qos: the broker sends the whole backlog, the pool's queue fills up to its
+/// capacity and the rest waits in lapin's consumer. A graceful stop must still keep its deadline and report
 /// what it did truthfully (auto-acked messages cannot be put back; work still running is not
 /// drained).
 #[test]

@@ -626,10 +626,10 @@ fn acks_short_of_a_batch_still_reach_the_broker() {
     assert_eq!(f.ready(&q), 0);
 }
 
-/// The channel task starts its ack timer when it hands out a delivery, and host threads do not
-/// wake the task for an ack while that timer runs: an ack settled right after its delivery (the
-/// timer runs), and acks settled after the timer found nothing and stopped (the host thread must
-/// wake the task again), must each reach the broker with no other traffic to carry them.
+/// An ack that waits for its batch is sent by the channel task's timer, which a host thread
+/// starts only when it is not running (the timer runs on while acks keep coming): an ack settled
+/// while the timer runs, and one settled after the timer found nothing and stopped (the host
+/// thread must start it again), must each reach the broker with no other traffic to carry them.
 #[test]
 fn acks_reach_the_broker_whether_or_not_the_ack_timer_runs() {
     let f = Fixture::new();
