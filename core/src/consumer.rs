@@ -4,7 +4,7 @@
 //! [`Settler`](crate::settler::Settler)) themselves; this task hears of them only when it must
 //! act.
 
-use crate::settle::Action;
+use crate::settle::{Action, Republish};
 use crate::worker::{split_tag, Command, SessionLink, Worker};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use lapin::options::{BasicCancelOptions, BasicPublishOptions};
@@ -53,7 +53,7 @@ pub(crate) struct ChannelTask {
     pub(crate) channel: Channel,
     consumer_tag: ShortString,
     pub(crate) commands: mpsc::UnboundedReceiver<Command>,
-    /// Republishes waiting for their confirm (Maxretry), and operations refused at once.
+    /// Republishes waiting for their confirm (Maxretry).
     pending: FuturesUnordered<PendingOp>,
     idle_waiters: Vec<oneshot::Sender<()>>,
     /// Armed while acks wait for a batch (see [`Settler::apply`](crate::settler::Settler::apply)).
@@ -140,7 +140,7 @@ impl ChannelTask {
 
     async fn handle(&mut self, command: Command) -> Flow {
         match command {
-            Command::Republish(action) => self.republish(action),
+            Command::Republish { tag, republish } => self.republish(tag, republish),
             Command::Cancel(reply) => {
                 if !self.link.is_cancelled() {
                     self.link.set_cancelled();
@@ -168,11 +168,7 @@ impl ChannelTask {
     }
 
     /// Publishes the copy, and acks the original once the broker confirmed the copy.
-    fn republish(&mut self, action: Action) {
-        let Action::RepublishThenAck { tag, republish } = action else {
-            self.link.settler.apply(&action);
-            return;
-        };
+    fn republish(&mut self, tag: u64, republish: Box<Republish>) {
         let (generation, tag) = split_tag(tag);
         if generation != self.link.generation {
             return;

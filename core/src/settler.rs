@@ -40,7 +40,7 @@ struct State {
 }
 
 /// What the channel task should do after [`Settler::signal`].
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Wants {
     pub(crate) start_timer: bool,
     pub(crate) idle: bool,

@@ -8,7 +8,7 @@ use crate::handlers;
 use crate::metrics::{MetricNames, MetricsSnapshot, WorkerMetrics};
 use crate::pool::Pool;
 use crate::runtime::{self, ProcessGuard};
-use crate::settle::{Action, Outcome, Settled};
+use crate::settle::{Action, Outcome, Republish, Settled};
 use crate::settler::Settler;
 use crate::topology::{self, Declaration};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -179,8 +179,9 @@ impl Worker {
 /// A message for a worker's channel task.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// A Maxretry republish-then-ack (the only settlement that waits for the broker).
-    Republish(Action),
+    /// A Maxretry republish-then-ack (the only settlement that waits for the broker), by
+    /// versioned tag.
+    Republish { tag: u64, republish: Box<Republish> },
     /// basic.cancel; replies once the broker confirmed.
     Cancel(oneshot::Sender<()>),
     /// Replies when no handed-out message is still being worked on.
@@ -229,8 +230,8 @@ impl SessionLink {
     /// older connection, or of a message already settled, is ignored: the broker has requeued
     /// the one, and the other would make it close the channel.
     pub(crate) fn apply(&self, action: Action) {
-        if matches!(action, Action::RepublishThenAck { .. }) {
-            return self.send(Command::Republish(action));
+        if let Action::RepublishThenAck { tag, republish } = action {
+            return self.send(Command::Republish { tag, republish });
         }
         let (generation, wire_tag) = split_tag(action.tag());
         if generation != self.generation || !self.is_alive() {
