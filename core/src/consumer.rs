@@ -103,7 +103,7 @@ impl ChannelTask {
                 () = self.link.settler.signal.notified() => {
                     let wants = self.link.settler.wants();
                     if let Some(reason) = wants.failed {
-                        return Ended::Lost(format!("channel of '{}' failed: {reason}", self.queue()));
+                        return self.channel_failed(reason);
                     }
                     if wants.start_timer {
                         self.arm_ack_timer();
@@ -121,8 +121,8 @@ impl ChannelTask {
                     }
                 }
                 Some(result) = self.pending.next(), if !self.pending.is_empty() => {
-                    if let Err(reason) = self.finished(result) {
-                        return Ended::Lost(reason);
+                    if let Err(e) = self.finished(result) {
+                        return self.channel_failed(e.to_string());
                     }
                 }
             }
@@ -203,7 +203,11 @@ impl ChannelTask {
         }));
     }
 
-    fn finished(&mut self, result: Result<Sent, lapin::Error>) -> Result<(), String> {
+    fn channel_failed(&self, reason: String) -> Ended {
+        Ended::Lost(format!("channel of '{}' failed: {reason}", self.queue()))
+    }
+
+    fn finished(&mut self, result: Result<Sent, lapin::Error>) -> Result<(), lapin::Error> {
         match result {
             Ok(Sent::AckAfterRepublish(tag)) => {
                 self.link.settler.apply(&Action::Ack {
@@ -222,7 +226,7 @@ impl ChannelTask {
                     requeue: true,
                 });
             }
-            Err(e) => return Err(format!("channel of '{}' failed: {e}", self.queue())),
+            Err(e) => return Err(e),
         }
         Ok(())
     }

@@ -112,9 +112,10 @@ impl Worker {
     /// that message already.
     pub fn apply(&self, action: Action) -> Result<()> {
         self.inner.guard.check()?;
+        // The link ignores a tag of another connection itself.
         match self.current_link() {
-            Some(link) if link.generation == split_tag(action.tag()).0 => link.apply(action),
-            _ => log::debug!(
+            Some(link) => link.apply(action),
+            None => log::debug!(
                 "{}: ignoring {action:?}: its connection is gone and the broker has requeued the message",
                 self.name()
             ),
