@@ -3,21 +3,38 @@
 
 use crate::config::ConnectionConfig;
 use crate::error::{Error, Result};
+use crate::transport::{DirectKit, Nudge};
 use futures_util::StreamExt;
 use lapin::types::LongString;
 use lapin::{Connection, ConnectionProperties, Event};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Connects to the first broker that answers. Returns the connection and the broker's
-/// redacted URI.
-pub(crate) async fn connect(config: &ConnectionConfig, name: &str) -> Result<(Connection, String)> {
+/// redacted URI. With a `nudge`, lapin's I/O thread waits on the socket itself while data
+/// flows (transport.rs), and whoever queues frames it must send at once nudges it.
+pub(crate) async fn connect(
+    config: &ConnectionConfig,
+    name: &str,
+    nudge: Option<&Arc<Nudge>>,
+) -> Result<(Connection, String)> {
     let mut last = None;
     for broker in &config.brokers {
         let shown = broker.redacted();
         let uri = broker.to_lapin(&config.vhost, config.heartbeat);
         let timeout = Duration::from_millis(broker.connection_timeout_ms.unwrap_or(10_000) + 1_000);
-        match tokio::time::timeout(timeout, Connection::connect_uri(uri, properties(name))).await {
+        let open = async {
+            match nudge {
+                Some(nudge) => {
+                    let kit = DirectKit::current(nudge.clone());
+                    let runtime = async_rs::Runtime::new(kit);
+                    Connection::connect_uri_with_runtime(uri, properties(name), runtime).await
+                }
+                None => Connection::connect_uri(uri, properties(name)).await,
+            }
+        };
+        match tokio::time::timeout(timeout, open).await {
             Ok(Ok(conn)) => return Ok((conn, shown)),
             Ok(Err(e)) => {
                 let err = Error::from_lapin(&shown, &e);

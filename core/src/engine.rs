@@ -15,6 +15,7 @@ use crate::pool::Pool;
 use crate::runtime::{self, Pending, ProcessGuard};
 use crate::source::Source;
 use crate::topology;
+use crate::transport::Nudge;
 use crate::worker::{Command, SessionLink, Worker};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
@@ -314,7 +315,12 @@ struct Session {
 
 async fn open_session(inner: &Shared, generation: u64) -> Result<Session> {
     let name = format!("cleats consumer (pid {})", std::process::id());
-    let (connection, broker) = connect(&inner.config.connection, &name).await?;
+    // Shared by the connection's socket and the settlers of its channels (transport.rs).
+    let nudge = Nudge::new().map_err(|e| Error::ConnectionFailed {
+        broker: "(none yet)".into(),
+        message: format!("creating the connection's eventfd: {e}"),
+    })?;
+    let (connection, broker) = connect(&inner.config.connection, &name, Some(&nudge)).await?;
     let connection = Arc::new(connection);
     let (lost_tx, lost) = mpsc::unbounded_channel();
     watch_events(
@@ -367,6 +373,7 @@ async fn open_session(inner: &Shared, generation: u64) -> Result<Session> {
                 connection.clone(),
                 channel.clone(),
                 worker.config().prefetch,
+                nudge.clone(),
             );
             let task = ChannelTask::new(
                 worker.clone(),

@@ -44,6 +44,7 @@ pub mod settle;
 mod settler;
 mod source;
 pub mod topology;
+mod transport;
 pub mod uri;
 pub mod worker;
 

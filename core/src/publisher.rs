@@ -339,13 +339,12 @@ impl Publisher {
         }
         let config = &self.inner.config;
         let name = format!("cleats publisher (pid {})", std::process::id());
-        let (connection, broker) =
-            connect(&config.connection, &name)
-                .await
-                .map_err(|e| match e {
-                    Error::AuthenticationFailed { .. } => Failure::Final(e),
-                    e => Failure::Retry(e),
-                })?;
+        let (connection, broker) = connect(&config.connection, &name, None)
+            .await
+            .map_err(|e| match e {
+                Error::AuthenticationFailed { .. } => Failure::Final(e),
+                e => Failure::Retry(e),
+            })?;
         watch_events(
             &connection,
             format!("publisher connection to {broker}"),

@@ -7,16 +7,19 @@
 //! and is told when it must act.
 
 use crate::settle::{AckTracker, Action, WireOp};
+use crate::transport::Nudge;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::Channel;
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 
 #[derive(Debug)]
 pub(crate) struct Settler {
     channel: Channel,
+    /// Wakes the connection's I/O thread when it waits on the socket (transport.rs).
+    nudge: Arc<Nudge>,
     state: Mutex<State>,
     /// A batch this long goes out at once.
     ack_batch: usize,
@@ -48,9 +51,10 @@ pub(crate) struct Wants {
 }
 
 impl Settler {
-    pub(crate) fn new(channel: Channel, prefetch: u16) -> Self {
+    pub(crate) fn new(channel: Channel, prefetch: u16, nudge: Arc<Nudge>) -> Self {
         Settler {
             channel,
+            nudge,
             state: Mutex::new(State::default()),
             // A quarter of the window: the broker keeps three quarters to deliver into while a
             // batch fills.
@@ -187,6 +191,7 @@ impl Settler {
                 s.failed.get_or_insert_with(|| e.to_string());
             }
         }
+        self.nudge.wake();
     }
 }
 
