@@ -315,12 +315,18 @@ struct Session {
 
 async fn open_session(inner: &Shared, generation: u64) -> Result<Session> {
     let name = format!("cleats consumer (pid {})", std::process::id());
+    let config = &inner.config.connection;
     // Shared by the connection's socket and the settlers of its channels (transport.rs).
     let nudge = Nudge::new().map_err(|e| Error::ConnectionFailed {
-        broker: "(none yet)".into(),
-        message: format!("creating the connection's eventfd: {e}"),
+        broker: config
+            .brokers
+            .iter()
+            .map(|b| b.redacted())
+            .collect::<Vec<_>>()
+            .join(", "),
+        message: format!("no eventfd for the connection: {e}"),
     })?;
-    let (connection, broker) = connect(&inner.config.connection, &name, Some(&nudge)).await?;
+    let (connection, broker) = connect(config, &name, Some(&nudge)).await?;
     let connection = Arc::new(connection);
     let (lost_tx, lost) = mpsc::unbounded_channel();
     watch_events(
