@@ -5,11 +5,11 @@
 //! the I/O thread: one thread woken more per few messages at prefetch 10, 2.8 of the 17 us of CPU
 //! a Ruby worker spent per message there (docs/performance.md). [`DirectKit`] is lapin's tokio runtime with one change:
 //! its sockets are [`DirectStream`]s. While data keeps coming (the last read less than [`HOT`]
-//! ago), a `DirectStream` that has nothing to read waits in `ppoll(2)` on the I/O thread, for
+//! ago), a `DirectStream` that has nothing to read waits in `epoll_wait(2)` on the I/O thread, for
 //! the socket or for a [`Nudge`]. Once the socket has been quiet for [`HOT`], it goes back to
 //! tokio's reactor, so an idle connection costs no wake-ups.
 //!
-//! While the I/O thread waits in `ppoll`, it does not see the frames other threads queue. The
+//! While the I/O thread waits there, it does not see the frames other threads queue. The
 //! settler, which queues the acks, nudges it; any other frame (a heartbeat, Maxretry's republish,
 //! a declaration made while messages flow) waits for the next read or for [`HOT`] at the longest.
 
@@ -38,9 +38,10 @@ pub(crate) const HOT: Duration = Duration::from_millis(1);
 
 /// Wakes a connection's I/O thread out of its wait on the socket: frames were queued for it.
 pub(crate) struct Nudge {
-    /// An eventfd: written when the I/O thread waits, read by it when it wakes.
+    /// An eventfd, written when the I/O thread waits. Never read: the thread's epoll set
+    /// watches it edge-triggered, so every write is one event however high the count.
     event: OwnedFd,
-    /// The I/O thread is in (or entering) `ppoll`.
+    /// The I/O thread is in (or entering) its wait on the socket.
     parked: AtomicBool,
     /// Frames were queued since the I/O thread last looked.
     nudged: AtomicBool,
@@ -67,32 +68,20 @@ impl Nudge {
         }))
     }
 
-    /// Called after queueing frames. A syscall only when the I/O thread waits in `ppoll`: the
+    /// Called after queueing frames. A syscall only when the I/O thread waits on the socket: the
     /// flag and `parked` are both sequentially consistent, so either the thread sees the flag
     /// before it parks or this sees it parked.
     pub(crate) fn wake(&self) {
         if !self.nudged.swap(true, SeqCst) && self.parked.load(SeqCst) {
             let one = 1u64.to_ne_bytes();
-            // SAFETY: writes 8 bytes from a live buffer to our eventfd. A full counter
-            // (EAGAIN) means it is already readable, which is all a write is for.
+            // SAFETY: writes 8 bytes from a live buffer to our eventfd. (Its count would
+            // take centuries of writes to fill.)
             unsafe { libc::write(self.event.as_raw_fd(), one.as_ptr().cast(), one.len()) };
         }
     }
 
     fn take(&self) -> bool {
         self.nudged.swap(false, SeqCst)
-    }
-
-    fn drain(&self) {
-        let mut count = [0u8; 8];
-        // SAFETY: reads 8 bytes into a live buffer; EAGAIN (already drained) is fine.
-        unsafe {
-            libc::read(
-                self.event.as_raw_fd(),
-                count.as_mut_ptr().cast(),
-                count.len(),
-            )
-        };
     }
 }
 
@@ -176,8 +165,10 @@ impl Reactor for DirectKit {
                 })
                 .await
                 .map_err(io::Error::other)??;
+            let poller = poller(&socket, &nudge)?;
             Ok(DirectStream {
                 reactor: None,
+                poller,
                 socket,
                 handle,
                 nudge,
@@ -188,6 +179,32 @@ impl Reactor for DirectKit {
             })
         }
     }
+}
+
+/// An epoll set for waiting on the I/O thread: the socket level-triggered (readable data is
+/// reported until read), the nudge's eventfd edge-triggered (see [`Nudge`]).
+fn poller(socket: &TcpStream, nudge: &Nudge) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the descriptor is owned by the OwnedFd below.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    let poller = unsafe { OwnedFd::from_raw_fd(fd) };
+    let watch = |fd: RawFd, events: i32, data: u64| {
+        let mut event = libc::epoll_event {
+            events: events as u32,
+            u64: data,
+        };
+        // SAFETY: both descriptors are live; the event is read during the call only.
+        match unsafe { libc::epoll_ctl(poller.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    };
+    watch(socket.as_raw_fd(), libc::EPOLLIN, 0)?;
+    watch(nudge.event.as_raw_fd(), libc::EPOLLIN | libc::EPOLLET, 1)?;
+    Ok(poller)
 }
 
 /// A descriptor registered with tokio's reactor without being owned by it.
@@ -218,6 +235,8 @@ pub(crate) struct DirectStream {
     /// deregisters the socket, so data arriving while hot wakes no tokio thread. Declared before
     /// `socket`, so it is dropped first.
     reactor: Option<AsyncFd<Registered>>,
+    /// The I/O thread's own epoll set: the socket and the nudge (see [`poller`]).
+    poller: OwnedFd,
     socket: TcpStream,
     handle: Handle,
     nudge: Arc<Nudge>,
@@ -331,24 +350,12 @@ impl DirectStream {
             nudge.parked.store(false, SeqCst);
             return Ok(Woke::Nudged);
         }
-        let mut fds = [
-            libc::pollfd {
-                fd: self.socket.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: nudge.event.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let limit = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: two live pollfds and a live timespec; no signal mask change.
-        let ready = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &limit, std::ptr::null()) };
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        // epoll counts in milliseconds: round up, so a short rest of the window still waits.
+        let limit = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: a live buffer of two events, and our own epoll descriptor.
+        let ready =
+            unsafe { libc::epoll_wait(self.poller.as_raw_fd(), events.as_mut_ptr(), 2, limit) };
         nudge.parked.store(false, SeqCst);
         if ready < 0 {
             let e = io::Error::last_os_error();
@@ -357,12 +364,10 @@ impl DirectStream {
                 _ => Err(e),
             };
         }
-        if fds[1].revents != 0 {
-            nudge.drain();
-        }
         if nudge.take() {
             Ok(Woke::Nudged)
         } else if ready > 0 {
+            // The socket, or an eventfd edge whose nudge an earlier look took: read again.
             Ok(Woke::Socket)
         } else {
             Ok(Woke::Quiet)
@@ -518,7 +523,7 @@ mod tests {
         nudge.wake();
         assert_eq!(stream.wait_here(long).unwrap(), Woke::Nudged);
 
-        // Nudges were taken (the eventfd drained): nothing left but the timeout.
+        // Both nudges were taken (and their eventfd edges seen): nothing left but the timeout.
         assert_eq!(
             stream.wait_here(Duration::from_millis(5)).unwrap(),
             Woke::Quiet
