@@ -34,7 +34,7 @@ use tokio::runtime::Handle;
 /// How long after the last read the I/O thread keeps waiting on the socket itself. Longer than
 /// the gap between deliveries of a steady flow (0.5 ms at 2,000 msg/s), short enough to bound the
 /// delay of a frame nobody nudged for.
-pub(crate) const HOT: Duration = Duration::from_millis(1);
+const HOT: Duration = Duration::from_millis(1);
 
 /// Wakes a connection's I/O thread out of its wait on the socket: frames were queued for it.
 pub(crate) struct Nudge {
@@ -191,10 +191,11 @@ fn poller(socket: &TcpStream, nudge: &Nudge) -> io::Result<OwnedFd> {
     }
     // SAFETY: `fd` is a new descriptor nothing else owns.
     let poller = unsafe { OwnedFd::from_raw_fd(fd) };
-    let watch = |fd: RawFd, events: i32, data: u64| {
+    // Which descriptor woke the wait does not matter (the read and the nudge flag tell).
+    let watch = |fd: RawFd, events: i32| {
         let mut event = libc::epoll_event {
             events: events as u32,
-            u64: data,
+            u64: 0,
         };
         // SAFETY: both descriptors are live; the event is read during the call only.
         match unsafe { libc::epoll_ctl(poller.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } {
@@ -202,8 +203,8 @@ fn poller(socket: &TcpStream, nudge: &Nudge) -> io::Result<OwnedFd> {
             _ => Err(io::Error::last_os_error()),
         }
     };
-    watch(socket.as_raw_fd(), libc::EPOLLIN, 0)?;
-    watch(nudge.event.as_raw_fd(), libc::EPOLLIN | libc::EPOLLET, 1)?;
+    watch(socket.as_raw_fd(), libc::EPOLLIN)?;
+    watch(nudge.event.as_raw_fd(), libc::EPOLLIN | libc::EPOLLET)?;
     Ok(poller)
 }
 
