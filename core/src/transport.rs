@@ -12,6 +12,9 @@
 //! While the I/O thread waits there, it does not see the frames other threads queue. The
 //! settler, which queues the acks, nudges it; any other frame (a heartbeat, Maxretry's republish,
 //! a declaration made while messages flow) waits for the next read or for [`HOT`] at the longest.
+//!
+//! With `amqps://`, lapin's TLS stream wraps the `DirectStream` (tests/tls.rs runs a consumer
+//! through a TLS proxy, including a reconnection).
 
 use async_rs::traits::{Executor, Reactor, RuntimeKit};
 use async_rs::util::Task;
