@@ -1,0 +1,59 @@
+"""Side-by-side comparison of two builds of the Ruby gem: drains with one, then the other, in
+alternating order, and prints each run and the medians. For measuring an engine change on a
+noisy machine, where only interleaved runs compare.
+
+Build each side's gem into a directory of its own first, e.g.:
+    git checkout <before>; source scripts/lib.sh; cleats_env; install_ruby_gem
+    cp -r target/ruby/gems /tmp/gems-before   # then the same at <after>
+and run, from the repository root:
+    .venv/bin/python bench/ab.py /tmp/gems-before /tmp/gems-after --prefetch 10 --reps 8
+"""
+import argparse
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402  (bench/run.py: the harness the full benchmark uses)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("gems_a", help="GEM_HOME holding build A of the gem")
+    ap.add_argument("gems_b", help="GEM_HOME holding build B of the gem")
+    ap.add_argument("--contender", default="cleats-ruby", help="a Ruby contender of bench/run.py")
+    ap.add_argument("--prefetch", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=6, help="runs of each build")
+    ap.add_argument("-n", type=int, default=200_000, help="messages per run")
+    args = ap.parse_args()
+    for home in (args.gems_a, args.gems_b):
+        if not os.path.isdir(os.path.join(home, "gems")):
+            sys.exit(f"{home}: not a GEM_HOME with the gem installed (see the docstring)")
+
+    os.makedirs(run.RESULTS, exist_ok=True)
+    results = {"A": [], "B": []}
+    homes = {"A": args.gems_a, "B": args.gems_b}
+    for rep in range(args.reps):
+        # Alternating the order keeps a machine that drifts from favouring one side.
+        for side in ("A", "B") if rep % 2 == 0 else ("B", "A"):
+            os.environ["GEM_HOME"] = homes[side]
+            r = run.drain_once(args.contender, args.n, args.prefetch, args.threads, 1)
+            results[side].append(r)
+            threads = {k: round(v * 1e6 / args.n, 1)
+                       for k, v in r.get("threads_cpu_s", {}).items() if v > 0.05}
+            print(f"{side} {r['msgs_per_s']} msg/s, {r['cpu_us_per_msg']} us/msg, broker "
+                  f"{r['broker_cpu_us_per_msg']} us/msg, per thread (us/msg) {threads}",
+                  flush=True)
+    for side in ("A", "B"):
+        runs = results[side]
+
+        def med(key):
+            return statistics.median(r[key] for r in runs)
+
+        print(f"{side} ({homes[side]}): medians {med('msgs_per_s'):.0f} msg/s, "
+              f"{med('cpu_us_per_msg'):.1f} us/msg, broker {med('broker_cpu_us_per_msg'):.1f} us/msg")
+
+
+if __name__ == "__main__":
+    main()
