@@ -7,6 +7,7 @@ Build each side's gem into a directory of its own first, e.g.:
     cp -r target/ruby/gems /tmp/gems-before   # then the same at <after>
 and run, from the repository root:
     .venv/bin/python bench/ab.py /tmp/gems-before /tmp/gems-after --prefetch 10 --reps 8
+    .venv/bin/python bench/ab.py /tmp/gems-before /tmp/gems-after --mode varied -n 20000
 """
 import argparse
 import os
@@ -22,6 +23,8 @@ def main() -> None:
     ap.add_argument("gems_a", help="GEM_HOME holding build A of the gem")
     ap.add_argument("gems_b", help="GEM_HOME holding build B of the gem")
     ap.add_argument("--contender", default="cleats-ruby", help="a Ruby contender of bench/run.py")
+    ap.add_argument("--mode", help="the worker's work instead of the contender's own, e.g. "
+                    "varied (bench/workers/cleats_worker.rb: 0-4 ms of sleep, out of order)")
     ap.add_argument("--prefetch", type=int, default=10)
     ap.add_argument("--threads", type=int, default=10)
     ap.add_argument("--reps", type=int, default=6, help="runs of each build")
@@ -31,6 +34,9 @@ def main() -> None:
         if not os.path.isdir(os.path.join(home, "gems")):
             sys.exit(f"{home}: not a GEM_HOME with the gem installed (see the docstring)")
 
+    if args.mode:
+        argv, _, kind = run.CONTENDERS[args.contender]
+        run.CONTENDERS[args.contender] = (argv, args.mode, kind)
     os.makedirs(run.RESULTS, exist_ok=True)
     results = {"A": [], "B": []}
     homes = {"A": args.gems_a, "B": args.gems_b}

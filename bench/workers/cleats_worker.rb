@@ -34,6 +34,14 @@ class BenchWorker
       BenchHarness.hit
       ack!
     end
+  when 'varied'
+    # I/O-bound work of 0-4 ms (2 on average), as jobs that wait for a database or an API:
+    # threads finish out of order. Used by bench/ab.py --mode varied.
+    def work(_msg)
+      sleep(rand * 0.004)
+      BenchHarness.hit
+      ack!
+    end
   else
     raise ArgumentError, "unknown mode #{MODE}"
   end

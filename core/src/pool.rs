@@ -385,8 +385,14 @@ impl Pool {
         let mut more = false;
         let mut cx = Context::from_waker(&self.inner.waker);
         self.lock_sources().retain_mut(|source| {
+            let before = taken.len();
             match source.take(&mut cx, limit - taken.len(), &mut taken) {
-                Taken::Waiting => true,
+                Taken::Waiting => {
+                    if taken.len() == before {
+                        source.release_held_acks();
+                    }
+                    true
+                }
                 Taken::Limited => {
                     more = true;
                     true

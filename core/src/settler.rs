@@ -23,6 +23,8 @@ pub(crate) struct Settler {
     state: Mutex<State>,
     /// A batch this long goes out at once.
     ack_batch: usize,
+    /// The channel's prefetch: how many unacked messages the broker sends before it waits.
+    window: usize,
     /// Tells the channel task to look at [`Settler::wants`].
     pub(crate) signal: Notify,
 }
@@ -59,6 +61,12 @@ impl Settler {
             // A quarter of the window: the broker keeps three quarters to deliver into while a
             // batch fills.
             ack_batch: usize::from(prefetch / 4).max(1),
+            // 0 is "no limit": the window is never full.
+            window: if prefetch == 0 {
+                usize::MAX
+            } else {
+                usize::from(prefetch)
+            },
             signal: Notify::new(),
         }
     }
@@ -76,8 +84,9 @@ impl Settler {
     /// Applies a settlement by wire tag and queues the frames it calls for. Plain acks wait
     /// for a batch: once `ack_batch` of them are ready, the run at the front goes out as one
     /// `multiple` ack; everything else goes when the channel task's timer fires
-    /// ([`ACK_DELAY`](crate::consumer::ACK_DELAY) at most after the first); a batch that starts
-    /// while the timer is stopped signals the task to start it.
+    /// ([`ACK_DELAY`](crate::consumer::ACK_DELAY) at most after the first), or sooner when a
+    /// host thread runs out of deliveries with the window full ([`Settler::flush_for_idle_thread`]);
+    /// a batch that starts while the timer is stopped signals the task to start it.
     /// Returns false for a tag that is not (or no longer) awaiting settlement.
     pub(crate) fn apply(&self, action: &Action) -> bool {
         let mut state = self.lock();
@@ -104,6 +113,21 @@ impl Settler {
             self.signal.notify_one();
         }
         known
+    }
+
+    /// A host thread ran out of deliveries. If the messages in work and the acks held back (for
+    /// a batch, or behind unfinished work) fill the prefetch window, the broker sends nothing
+    /// more until it has those acks, so they go now rather than at the timer. (While the window
+    /// has room, more deliveries are on their way or the queue is empty: the acks wait, and go
+    /// out in fewer frames.)
+    pub(crate) fn flush_for_idle_thread(&self) {
+        let mut state = self.lock();
+        let s = &mut *state;
+        let held = s.tracker.ack_ready();
+        if held > 0 && s.tracker.in_flight() + held >= self.window {
+            s.tracker.flush_acks(&mut s.wire);
+            self.queue_frames(s);
+        }
     }
 
     /// The channel task's ack timer fired: sends the batch. Returns whether the timer should

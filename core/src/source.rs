@@ -89,6 +89,16 @@ impl Source {
         Taken::Limited
     }
 
+    /// Called by a host thread that found nothing to take: the settler sends the acks it holds
+    /// back if they keep the broker from sending more. At a small prefetch with uneven work the
+    /// window is soon all acks waiting behind unfinished work, and threads would idle until the
+    /// ack timer.
+    pub(crate) fn release_held_acks(&self) {
+        if self.worker.config().ack {
+            self.link.settler.flush_for_idle_thread();
+        }
+    }
+
     fn accept(&self, d: lapin::message::Delivery) -> Delivery {
         let wire_tag = d.delivery_tag;
         if self.worker.config().ack {
