@@ -85,8 +85,9 @@ impl Settler {
     /// for a batch: once `ack_batch` of them are ready, the run at the front goes out as one
     /// `multiple` ack; everything else goes when the channel task's timer fires
     /// ([`ACK_DELAY`](crate::consumer::ACK_DELAY) at most after the first), or sooner when a
-    /// host thread runs out of deliveries with the window full ([`Settler::flush_for_idle_thread`]);
-    /// a batch that starts while the timer is stopped signals the task to start it.
+    /// host thread runs out of deliveries with the window full
+    /// ([`Settler::flush_for_idle_thread`]); a batch that starts while the timer is stopped
+    /// signals the task to start it.
     /// Returns false for a tag that is not (or no longer) awaiting settlement.
     pub(crate) fn apply(&self, action: &Action) -> bool {
         let mut state = self.lock();

@@ -3,11 +3,11 @@
 //! lapin runs its I/O loop on a thread of its own and learns that the socket has data from a
 //! reactor. With tokio's, every burst from the broker wakes a tokio thread first, which then wakes
 //! the I/O thread: one thread woken more per few messages at prefetch 10, 2.8 of the 17 us of CPU
-//! a Ruby worker spent per message there (docs/performance.md). [`DirectKit`] is lapin's tokio runtime with one change:
-//! its sockets are [`DirectStream`]s. While data keeps coming (the last read less than [`HOT`]
-//! ago), a `DirectStream` that has nothing to read waits in `epoll_wait(2)` on the I/O thread, for
-//! the socket or for a [`Nudge`]. Once the socket has been quiet for [`HOT`], it goes back to
-//! tokio's reactor, so an idle connection costs no wake-ups.
+//! a Ruby worker spent per message there (docs/performance.md). [`DirectKit`] is lapin's tokio
+//! runtime with one change: its sockets are [`DirectStream`]s. While data keeps coming (the last
+//! read less than [`HOT`] ago), a `DirectStream` that has nothing to read waits in
+//! `epoll_wait(2)` on the I/O thread, for the socket or for a [`Nudge`]. Once the socket has been
+//! quiet for [`HOT`], it goes back to tokio's reactor, so an idle connection costs no wake-ups.
 //!
 //! While the I/O thread waits there, it does not see the frames other threads queue. The
 //! settler, which queues the acks, nudges it; any other frame (a heartbeat, Maxretry's republish,
