@@ -24,7 +24,8 @@ def main() -> None:
     ap.add_argument("gems_b", help="GEM_HOME holding build B of the gem")
     ap.add_argument("--contender", default="cleats-ruby", help="a Ruby contender of bench/run.py")
     ap.add_argument("--mode", help="the worker's work instead of the contender's own, e.g. "
-                    "varied (bench/workers/cleats_worker.rb: 0-4 ms of sleep, out of order)")
+                    "varied (bench/workers/cleats_worker.rb: 0-4 ms of sleep, out of order) or "
+                    "spin (a CPU-bound loop of BENCH_SPIN steps)")
     ap.add_argument("--prefetch", type=int, default=10)
     ap.add_argument("--threads", type=int, default=10)
     ap.add_argument("--reps", type=int, default=6, help="runs of each build")

@@ -1,11 +1,14 @@
 """A cleats worker (the Python package) run in this process by cleats.WorkerGroup, as each
 `cleats work` child does. Usage: python cleats_worker.py QUEUE PREFETCH THREADS MODE
 MODE: sync (def work, acks), async (async def work, acks), json (sync, json.loads then ack),
-latency (sync, records publish-to-work lag)."""
+latency (sync, records publish-to-work lag), varied (sync, 0-4 ms of sleep: I/O-bound jobs that
+finish out of order, as in bench/workers/cleats_worker.rb)."""
 
 import json
 import os
+import random
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cleats  # noqa: E402
@@ -51,7 +54,17 @@ class LatencyWorker(cleats.Worker):
         return self.ack()
 
 
-worker = {"sync": SyncWorker, "async": AsyncWorker, "json": JsonWorker, "latency": LatencyWorker}[mode]
+class VariedWorker(cleats.Worker):
+    queue_name = queue
+
+    def work(self, msg):
+        time.sleep(random.random() * 0.004)
+        harness.hit()
+        return self.ack()
+
+
+worker = {"sync": SyncWorker, "async": AsyncWorker, "json": JsonWorker, "latency": LatencyWorker,
+          "varied": VariedWorker}[mode]
 harness.ready_then_go()
 cleats.WorkerGroup([worker]).start()
 harness.report_forever()

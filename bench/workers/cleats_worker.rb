@@ -1,6 +1,7 @@
 # A Sneakers-style worker on cleats (the gem), run in this process by Cleats::WorkerSet as each
 # `sneakers work` child does. Usage: ruby cleats_worker.rb QUEUE PREFETCH THREADS MODE
-# MODE: ack (work acks), json (JSON.parse then ack), latency (records publish-to-work lag).
+# MODE: ack (work acks), json (JSON.parse then ack), latency (records publish-to-work lag),
+# varied (0-4 ms of sleep), spin (a CPU-bound loop of BENCH_SPIN iterations).
 require 'sneakers'
 require 'json'
 require_relative 'harness'
@@ -39,6 +40,17 @@ class BenchWorker
     # threads finish out of order. Used by bench/ab.py --mode varied.
     def work(_msg)
       sleep(rand * 0.004)
+      BenchHarness.hit
+      ack!
+    end
+  when 'spin'
+    # CPU-bound work under the GVL: BENCH_SPIN iterations of a Ruby loop (3,000 take about
+    # 45 us on one idle core). Jobs this short finish between two acks' round trips, where
+    # the timing of acks decides the rate. Used by bench/ab.py --mode spin.
+    SPIN = Integer(ENV.fetch('BENCH_SPIN', '3000'))
+    def work(_msg)
+      i = 0
+      i += 1 while i < SPIN
       BenchHarness.hit
       ack!
     end
