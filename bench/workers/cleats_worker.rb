@@ -45,8 +45,9 @@ class BenchWorker
     end
   when 'spin'
     # CPU-bound work under the GVL: BENCH_SPIN iterations of a Ruby loop (3,000 take about
-    # 45 us on one idle core). Jobs this short finish between two acks' round trips, where
-    # the timing of acks decides the rate. Used by bench/ab.py --mode spin.
+    # 45 us on one idle core). A prefetch window of such jobs lasts about as long as an ack's
+    # round trip to the broker, so when acks leave decides the rate. Used by bench/ab.py
+    # --mode spin.
     SPIN = Integer(ENV.fetch('BENCH_SPIN', '3000'))
     def work(_msg)
       i = 0
