@@ -3,7 +3,7 @@
 
 use crate::config::ConnectionConfig;
 use crate::error::{Error, Result};
-use crate::transport::{DirectKit, Nudge};
+use crate::transport::{DirectKit, Wire};
 use futures_util::StreamExt;
 use lapin::types::LongString;
 use lapin::{Connection, ConnectionProperties, Event};
@@ -12,12 +12,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Connects to the first broker that answers. Returns the connection and the broker's
-/// redacted URI. With a `nudge`, lapin's I/O thread waits on the socket itself while data
-/// flows (transport.rs), and whoever queues frames it must send at once nudges it.
+/// redacted URI. With a `wire`, lapin's I/O thread waits on the socket itself while data
+/// flows, and on plain TCP the settlers write their frames to it themselves (transport.rs).
 pub(crate) async fn connect(
     config: &ConnectionConfig,
     name: &str,
-    nudge: Option<&Arc<Nudge>>,
+    wire: Option<&Arc<Wire>>,
 ) -> Result<(Connection, String)> {
     let mut last = None;
     for broker in &config.brokers {
@@ -25,9 +25,9 @@ pub(crate) async fn connect(
         let uri = broker.to_lapin(&config.vhost, config.heartbeat);
         let timeout = Duration::from_millis(broker.connection_timeout_ms.unwrap_or(10_000) + 1_000);
         let open = async {
-            match nudge {
-                Some(nudge) => {
-                    let kit = DirectKit::current(nudge.clone());
+            match wire {
+                Some(wire) => {
+                    let kit = DirectKit::current(wire.clone(), !broker.tls);
                     let runtime = async_rs::Runtime::new(kit);
                     Connection::connect_uri_with_runtime(uri, properties(name), runtime).await
                 }

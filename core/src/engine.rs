@@ -15,7 +15,7 @@ use crate::pool::Pool;
 use crate::runtime::{self, Pending, ProcessGuard};
 use crate::source::Source;
 use crate::topology;
-use crate::transport::Nudge;
+use crate::transport::Wire;
 use crate::worker::{Command, SessionLink, Worker};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
@@ -317,7 +317,7 @@ async fn open_session(inner: &Shared, generation: u64) -> Result<Session> {
     let name = format!("cleats consumer (pid {})", std::process::id());
     let config = &inner.config.connection;
     // Shared by the connection's socket and the settlers of its channels (transport.rs).
-    let nudge = Nudge::new().map_err(|e| Error::ConnectionFailed {
+    let wire = Wire::new().map_err(|e| Error::ConnectionFailed {
         broker: config
             .brokers
             .iter()
@@ -326,7 +326,7 @@ async fn open_session(inner: &Shared, generation: u64) -> Result<Session> {
             .join(", "),
         message: format!("no eventfd for the connection: {e}"),
     })?;
-    let (connection, broker) = connect(config, &name, Some(&nudge)).await?;
+    let (connection, broker) = connect(config, &name, Some(&wire)).await?;
     let connection = Arc::new(connection);
     let (lost_tx, lost) = mpsc::unbounded_channel();
     watch_events(
@@ -379,7 +379,7 @@ async fn open_session(inner: &Shared, generation: u64) -> Result<Session> {
                 connection.clone(),
                 channel.clone(),
                 worker.config().prefetch,
-                nudge.clone(),
+                wire.clone(),
             );
             let task = ChannelTask::new(
                 worker.clone(),

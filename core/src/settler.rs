@@ -7,7 +7,7 @@
 //! and is told when it must act.
 
 use crate::settle::{AckTracker, Action, WireOp};
-use crate::transport::Nudge;
+use crate::transport::Wire;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::Channel;
 use std::future::Future;
@@ -18,8 +18,9 @@ use tokio::sync::Notify;
 #[derive(Debug)]
 pub(crate) struct Settler {
     channel: Channel,
-    /// Wakes the connection's I/O thread when it waits on the socket (transport.rs).
-    nudge: Arc<Nudge>,
+    /// The connection's socket (transport.rs): settlement frames go to it directly on plain
+    /// TCP; otherwise through lapin, after which the I/O thread is nudged.
+    wire: Arc<Wire>,
     state: Mutex<State>,
     /// A batch this long goes out at once.
     ack_batch: usize,
@@ -33,6 +34,8 @@ pub(crate) struct Settler {
 struct State {
     tracker: AckTracker,
     wire: Vec<WireOp>,
+    /// `wire` encoded as AMQP frames (kept for its capacity).
+    frames: Vec<u8>,
     /// The channel task's ack timer is running (or asked to start): it will come for unsent
     /// acks.
     timer_running: bool,
@@ -53,10 +56,10 @@ pub(crate) struct Wants {
 }
 
 impl Settler {
-    pub(crate) fn new(channel: Channel, prefetch: u16, nudge: Arc<Nudge>) -> Self {
+    pub(crate) fn new(channel: Channel, prefetch: u16, wire: Arc<Wire>) -> Self {
         Settler {
             channel,
-            nudge,
+            wire,
             state: Mutex::new(State::default()),
             // A quarter of the window: the broker keeps three quarters to deliver into while a
             // batch fills.
@@ -180,16 +183,33 @@ impl Settler {
         unfinished.len()
     }
 
+    /// Sends the collected frames, in order. On plain TCP, while the channel is open, they go
+    /// to the socket from this thread ([`Wire::send_frames`]): no I/O thread wakes for them.
+    /// Otherwise they go through lapin's I/O loop (see [`Settler::queue_with_lapin`]).
+    fn queue_frames(&self, s: &mut State) {
+        if s.wire.is_empty() {
+            return;
+        }
+        if self.channel.status().connected() {
+            s.frames.clear();
+            for op in &s.wire {
+                encode(self.channel.id(), op, &mut s.frames);
+            }
+            if self.wire.send_frames(&s.frames) {
+                s.wire.clear();
+                return;
+            }
+        }
+        self.queue_with_lapin(s);
+    }
+
     /// Hands the collected frames to lapin's I/O loop, which writes them in order. Each
     /// operation is polled once, which queues its frame, and dropped: awaiting it would need a
     /// task to wake once more per frame, and the result says nothing new (a frame that cannot
     /// be written fails the connection, which recovery handles, and closing the channel waits
     /// for its close-ok, which the broker sends only after every earlier frame). An operation
     /// refused before it was queued (the channel is closed) is recorded for the channel task.
-    fn queue_frames(&self, s: &mut State) {
-        if s.wire.is_empty() {
-            return;
-        }
+    fn queue_with_lapin(&self, s: &mut State) {
         let mut cx = Context::from_waker(Waker::noop());
         for op in s.wire.drain(..) {
             let queued = match op {
@@ -216,8 +236,30 @@ impl Settler {
                 s.failed.get_or_insert_with(|| e.to_string());
             }
         }
-        self.nudge.wake();
+        self.wire.nudge();
     }
+}
+
+/// Appends `op` as an AMQP 0-9-1 method frame on `channel`: basic.ack (class 60, method 80),
+/// basic.reject (90) or basic.nack (120), each a 64-bit delivery tag and one byte of flags.
+fn encode(channel: u16, op: &WireOp, out: &mut Vec<u8>) {
+    let (method, tag, flags) = match *op {
+        WireOp::Ack { tag, multiple } => (80u16, tag, u8::from(multiple)),
+        WireOp::Reject { tag, requeue } => (90, tag, u8::from(requeue)),
+        WireOp::Nack {
+            tag,
+            multiple,
+            requeue,
+        } => (120, tag, u8::from(multiple) | u8::from(requeue) << 1),
+    };
+    out.push(1); // a method frame
+    out.extend_from_slice(&channel.to_be_bytes());
+    out.extend_from_slice(&13u32.to_be_bytes()); // class, method, tag, flags
+    out.extend_from_slice(&60u16.to_be_bytes());
+    out.extend_from_slice(&method.to_be_bytes());
+    out.extend_from_slice(&tag.to_be_bytes());
+    out.push(flags);
+    out.push(0xCE); // frame end
 }
 
 /// Polls a channel operation once: `Err` only when it failed before its frame was queued.

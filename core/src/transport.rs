@@ -9,9 +9,16 @@
 //! `epoll_wait(2)` on the I/O thread, for the socket or for a [`Nudge`]. Once the socket has been
 //! quiet for [`HOT`], it goes back to tokio's reactor, so an idle connection costs no wake-ups.
 //!
-//! While the I/O thread waits there, it does not see the frames other threads queue. The
-//! settler, which queues the acks, nudges it; any other frame (a heartbeat, Maxretry's republish,
-//! a declaration made while messages flow) waits for the next read or for [`HOT`] at the longest.
+//! While the I/O thread waits there, it does not see the frames other threads queue. Any frame
+//! queued through lapin (a heartbeat, Maxretry's republish, a declaration made while messages
+//! flow) waits for the next read or for [`HOT`] at the longest, unless its sender nudges.
+//!
+//! Settlements do not go through lapin on plain TCP: the settler writes its ack, nack and reject
+//! frames to the socket itself ([`Wire::send_frames`]), between two of lapin's frames, so the
+//! broker has them without waking the I/O thread (which used to wake, serialize and write for
+//! every batch of acks). The stream follows lapin's output frame by frame ([`FrameCursor`]); when
+//! lapin is in the middle of a frame, or the socket is full, the settlement frames wait in
+//! [`Wire`] and the I/O thread writes them at the next frame boundary, in the order they came.
 //!
 //! With `amqps://`, lapin's TLS stream wraps the `DirectStream` (tests/tls.rs runs a consumer
 //! through a TLS proxy, including a reconnection).
@@ -28,8 +35,8 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
@@ -57,21 +64,21 @@ impl fmt::Debug for Nudge {
 }
 
 impl Nudge {
-    pub(crate) fn new() -> io::Result<Arc<Self>> {
+    fn new() -> io::Result<Self> {
         // SAFETY: plain syscall; the descriptor is owned by the OwnedFd below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Arc::new(Nudge {
+        Ok(Nudge {
             // SAFETY: `fd` is a new descriptor nothing else owns.
             event: unsafe { OwnedFd::from_raw_fd(fd) },
             parked: AtomicBool::new(false),
             nudged: AtomicBool::new(false),
-        }))
+        })
     }
 
-    /// Called after queueing frames. A syscall only when the I/O thread waits on the socket: the
+    /// Called after queueing frames for lapin. A syscall only when the I/O thread waits on the socket: the
     /// flag and `parked` are both sequentially consistent, so either the thread sees the flag
     /// before it parks or this sees it parked.
     pub(crate) fn wake(&self) {
@@ -88,22 +95,192 @@ impl Nudge {
     }
 }
 
-/// lapin's tokio runtime, whose TCP connections are [`DirectStream`]s sharing one [`Nudge`]
+/// Follows a stream of AMQP frames (as lapin writes them) to tell whether it stands between two
+/// of them. The stream opens with the 8-byte protocol header; every frame after it is a 7-byte
+/// header whose last 4 bytes give the payload's size, the payload, and a frame-end byte.
+#[derive(Debug)]
+struct FrameCursor {
+    /// Bytes left of the current frame once its header is complete (or of the protocol header).
+    rest: usize,
+    /// The current frame's header, as far as it has been written.
+    head: [u8; 7],
+    have: usize,
+}
+
+impl FrameCursor {
+    fn new() -> Self {
+        FrameCursor {
+            rest: 8,
+            head: [0; 7],
+            have: 0,
+        }
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.rest == 0 && self.have == 0
+    }
+
+    fn advance(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.rest > 0 {
+                let n = self.rest.min(bytes.len());
+                self.rest -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (7 - self.have).min(bytes.len());
+            self.head[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == 7 {
+                let size =
+                    u32::from_be_bytes([self.head[3], self.head[4], self.head[5], self.head[6]]);
+                self.rest = size as usize + 1;
+                self.have = 0;
+            }
+        }
+    }
+}
+
+/// One consumer connection's way out, shared by its socket and the settlers of its channels:
+/// the [`Nudge`], and on plain TCP the socket itself for settlement frames (module docs).
+pub(crate) struct Wire {
+    nudge: Nudge,
+    out: Mutex<Out>,
+}
+
+#[derive(Debug)]
+struct Out {
+    /// The connection's socket, while it is open and carries plain AMQP (not TLS).
+    socket: Option<Arc<TcpStream>>,
+    /// Where lapin's output stands.
+    cursor: FrameCursor,
+    /// Settlement frames not written yet, in order.
+    held: Vec<u8>,
+    /// The first of `held` was partly written: nothing else may go out before its rest.
+    started: bool,
+    /// The I/O loop's waker from its last read: wakes lapin's loop when frames are held while
+    /// its thread sleeps elsewhere than on the socket.
+    waker: Option<Waker>,
+}
+
+impl fmt::Debug for Wire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wire").finish_non_exhaustive()
+    }
+}
+
+impl Wire {
+    pub(crate) fn new() -> io::Result<Arc<Self>> {
+        Ok(Arc::new(Wire {
+            nudge: Nudge::new()?,
+            out: Mutex::new(Out {
+                socket: None,
+                cursor: FrameCursor::new(),
+                held: Vec::new(),
+                started: false,
+                waker: None,
+            }),
+        }))
+    }
+
+    /// Wakes the I/O thread out of its wait on the socket (see [`Nudge::wake`]).
+    pub(crate) fn nudge(&self) {
+        self.nudge.wake();
+    }
+
+    fn out(&self) -> MutexGuard<'_, Out> {
+        // Every change leaves `Out` consistent before anything can panic.
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends whole AMQP frames on the socket, from the calling thread, after every frame already
+    /// given here and between two of lapin's. Returns false, sending nothing, when the
+    /// connection has no plain socket (TLS, or closed): queue them through lapin instead.
+    pub(crate) fn send_frames(&self, frames: &[u8]) -> bool {
+        let mut out = self.out();
+        let Some(socket) = out.socket.clone() else {
+            return false;
+        };
+        if out.held.is_empty() && out.cursor.at_boundary() {
+            match write_some(&socket, frames) {
+                Ok(n) if n == frames.len() => return true,
+                Ok(n) => {
+                    out.held.extend_from_slice(&frames[n..]);
+                    out.started = n > 0;
+                }
+                // The connection is failing: lapin's next read or write finds out and recovery
+                // begins; the broker requeues what these frames would have settled.
+                Err(e) => {
+                    log::debug!("settlement frames not sent: {e}");
+                    return true;
+                }
+            }
+        } else {
+            out.held.extend_from_slice(frames);
+        }
+        // Held: the I/O thread writes them at its next boundary. Wake it wherever it sleeps.
+        let waker = out.waker.clone();
+        drop(out);
+        self.nudge.wake();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+}
+
+/// Writes what the nonblocking socket takes now: `Ok(0)` when it takes nothing.
+fn write_some(mut socket: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    loop {
+        return match socket.write(bytes) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            other => other,
+        };
+    }
+}
+
+impl Out {
+    /// Writes the held frames if they may go now. Returns false while some are left.
+    fn flush_held(&mut self) -> io::Result<bool> {
+        if self.held.is_empty() {
+            return Ok(true);
+        }
+        if !self.started && !self.cursor.at_boundary() {
+            return Ok(false);
+        }
+        let Some(socket) = self.socket.clone() else {
+            self.held.clear();
+            return Ok(true);
+        };
+        let n = write_some(&socket, &self.held)?;
+        self.held.drain(..n);
+        self.started = !self.held.is_empty() && (self.started || n > 0);
+        Ok(self.held.is_empty())
+    }
+}
+
+/// lapin's tokio runtime, whose TCP connections are [`DirectStream`]s sharing one [`Wire`]
 /// (one kit per connection).
 #[derive(Clone, Debug)]
 pub(crate) struct DirectKit {
     tokio: Tokio,
     handle: Handle,
-    nudge: Arc<Nudge>,
+    wire: Arc<Wire>,
+    /// The connection is plain AMQP: settlers may write frames to the socket (with TLS, lapin
+    /// wraps the stream, and only lapin may write to it).
+    plain: bool,
 }
 
 impl DirectKit {
     /// Binds to the current tokio runtime: call from inside it.
-    pub(crate) fn current(nudge: Arc<Nudge>) -> Self {
+    pub(crate) fn current(wire: Arc<Wire>, plain: bool) -> Self {
         DirectKit {
             tokio: Tokio::current(),
             handle: Handle::current(),
-            nudge,
+            wire,
+            plain,
         }
     }
 }
@@ -156,7 +333,8 @@ impl Reactor for DirectKit {
         addr: SocketAddr,
     ) -> impl Future<Output = io::Result<DirectStream>> + Send + 'static {
         let handle = self.handle.clone();
-        let nudge = self.nudge.clone();
+        let wire = self.wire.clone();
+        let plain = self.plain;
         async move {
             // Connect on the runtime (lapin polls this from its own thread), then take the
             // socket off tokio's reactor: DirectStream registers it only while idle.
@@ -168,13 +346,21 @@ impl Reactor for DirectKit {
                 })
                 .await
                 .map_err(io::Error::other)??;
-            let poller = poller(&socket, &nudge)?;
+            let poller = poller(&socket, &wire.nudge)?;
+            let socket = Arc::new(socket);
+            if plain {
+                let mut out = wire.out();
+                out.socket = Some(socket.clone());
+                out.cursor = FrameCursor::new();
+                out.held.clear();
+                out.started = false;
+            }
             Ok(DirectStream {
                 reactor: None,
                 poller,
                 socket,
                 handle,
-                nudge,
+                wire,
                 fresh: false,
                 drained: false,
                 last_read: Instant::now(),
@@ -241,9 +427,10 @@ pub(crate) struct DirectStream {
     reactor: Option<AsyncFd<Registered>>,
     /// The I/O thread's own epoll set: the socket and the nudge (see [`poller`]).
     poller: OwnedFd,
-    socket: TcpStream,
+    /// Shared with [`Wire`] on plain TCP, for the settlers' frames.
+    socket: Arc<TcpStream>,
     handle: Handle,
-    nudge: Arc<Nudge>,
+    wire: Arc<Wire>,
     /// Bytes were read since lapin last saw `Pending`.
     fresh: bool,
     /// The last read found the socket empty (or did not fill the buffer), and nothing said it
@@ -270,11 +457,12 @@ impl DirectStream {
         &mut self,
         cx: &mut Context<'_>,
         room: usize,
-        mut read: impl FnMut(&mut TcpStream) -> io::Result<usize>,
+        mut read: impl FnMut(&TcpStream) -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
+        self.write_held(cx)?;
         loop {
             if !self.drained {
-                match read(&mut self.socket) {
+                match read(&self.socket) {
                     Ok(n) => {
                         self.fresh = true;
                         // A read that did not fill the buffer took all there was (as tokio
@@ -322,14 +510,58 @@ impl DirectStream {
         }
     }
 
+    /// Called before each read: writes the settlement frames held in [`Wire`] if they may go
+    /// (lapin's writes send them too, after a frame they complete). A full socket keeps the
+    /// stream on the reactor, which wakes the loop when there is room.
+    fn write_held(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let wire = self.wire.clone();
+        let mut out = wire.out();
+        if out.socket.is_none() {
+            return Ok(());
+        }
+        if !out.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            out.waker = Some(cx.waker().clone());
+        }
+        while !out.flush_held()? && (out.started || out.cursor.at_boundary()) {
+            self.write_blocked = true;
+            match self.reactor()?.poll_write_ready(cx) {
+                Poll::Ready(Ok(mut ready)) => ready.clear_ready(),
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes lapin's bytes, after any settlement frames that were waiting for a boundary and
+    /// before any that wait for this write to complete a frame.
     fn poll_write_with(
         &mut self,
         cx: &mut Context<'_>,
-        mut write: impl FnMut(&mut TcpStream) -> io::Result<usize>,
+        bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let wire = self.wire.clone();
         loop {
-            match write(&mut self.socket) {
+            let mut out = wire.out();
+            let result = if !out.flush_held()? && out.started {
+                // Our frame is half out: lapin's bytes may not come between.
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                (&*self.socket).write_vectored(bufs)
+            };
+            match result {
                 Ok(n) => {
+                    if out.socket.is_some() {
+                        let mut left = n;
+                        for buf in bufs {
+                            let take = left.min(buf.len());
+                            out.cursor.advance(&buf[..take]);
+                            left -= take;
+                        }
+                        // Frames held for this boundary go now; what the socket refuses waits
+                        // for the next write or read.
+                        out.flush_held()?;
+                    }
                     self.write_blocked = false;
                     return Poll::Ready(Ok(n));
                 }
@@ -337,6 +569,7 @@ impl DirectStream {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
+            drop(out);
             self.write_blocked = true;
             match self.reactor()?.poll_write_ready(cx) {
                 Poll::Ready(Ok(mut ready)) => ready.clear_ready(),
@@ -348,7 +581,7 @@ impl DirectStream {
 
     /// Waits up to `timeout` for the socket or a nudge, on the calling (I/O) thread.
     fn wait_here(&self, timeout: Duration) -> io::Result<Woke> {
-        let nudge = &self.nudge;
+        let nudge = &self.wire.nudge;
         nudge.parked.store(true, SeqCst);
         if nudge.take() {
             nudge.parked.store(false, SeqCst);
@@ -379,6 +612,23 @@ impl DirectStream {
     }
 }
 
+impl Drop for DirectStream {
+    /// The settlers' frames stop here: the socket closes with the stream.
+    fn drop(&mut self) {
+        let mut out = self.wire.out();
+        if out
+            .socket
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &self.socket))
+        {
+            out.socket = None;
+            out.held.clear();
+            out.started = false;
+            out.waker = None;
+        }
+    }
+}
+
 impl AsyncRead for DirectStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -386,7 +636,7 @@ impl AsyncRead for DirectStream {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .poll_read_with(cx, buf.len(), |s| s.read(buf))
+            .poll_read_with(cx, buf.len(), |mut s| s.read(buf))
     }
 
     fn poll_read_vectored(
@@ -396,7 +646,7 @@ impl AsyncRead for DirectStream {
     ) -> Poll<io::Result<usize>> {
         let room = bufs.iter().map(|b| b.len()).sum();
         self.get_mut()
-            .poll_read_with(cx, room, |s| s.read_vectored(bufs))
+            .poll_read_with(cx, room, |mut s| s.read_vectored(bufs))
     }
 }
 
@@ -406,7 +656,7 @@ impl AsyncWrite for DirectStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_write_with(cx, |s| s.write(buf))
+        self.get_mut().poll_write_with(cx, &[IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -414,8 +664,7 @@ impl AsyncWrite for DirectStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut()
-            .poll_write_with(cx, |s| s.write_vectored(bufs))
+        self.get_mut().poll_write_with(cx, bufs)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -447,14 +696,122 @@ mod tests {
     }
 
     /// A `DirectStream` connected to a local listener, and the listener's end.
-    fn pair(rt: &tokio::runtime::Runtime) -> (DirectStream, TcpStream, Arc<Nudge>) {
+    fn pair(rt: &tokio::runtime::Runtime) -> (DirectStream, TcpStream, Arc<Wire>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let nudge = Nudge::new().unwrap();
-        let kit = rt.block_on(async { DirectKit::current(nudge.clone()) });
+        let wire = Wire::new().unwrap();
+        let kit = rt.block_on(async { DirectKit::current(wire.clone(), true) });
         let stream = rt.block_on(kit.tcp_connect_addr(addr)).unwrap();
         let (peer, _) = listener.accept().unwrap();
-        (stream, peer, nudge)
+        (stream, peer, wire)
+    }
+
+    /// A frame of `payload` bytes (its type and channel do not matter here).
+    fn frame(payload: usize) -> Vec<u8> {
+        let mut f = vec![1, 0, 1];
+        f.extend_from_slice(&(payload as u32).to_be_bytes());
+        f.extend(std::iter::repeat_n(7u8, payload));
+        f.push(0xCE);
+        f
+    }
+
+    /// Writes `bytes` as lapin does, through poll_write, until all are written.
+    fn write_all(rt: &tokio::runtime::Runtime, stream: &mut DirectStream, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let n = rt
+                .block_on(std::future::poll_fn(|cx| {
+                    Pin::new(&mut *stream).poll_write(cx, bytes)
+                }))
+                .unwrap();
+            bytes = &bytes[n..];
+        }
+    }
+
+    fn read_exactly(peer: &mut TcpStream, n: usize) -> Vec<u8> {
+        peer.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut got = vec![0; n];
+        peer.read_exact(&mut got).unwrap();
+        got
+    }
+
+    #[test]
+    fn the_frame_cursor_finds_frame_boundaries_however_the_bytes_are_split() {
+        let mut stream = b"AMQP\x00\x00\x09\x01".to_vec();
+        let mut ends = vec![stream.len()];
+        for payload in [0, 13, 300] {
+            stream.extend(frame(payload));
+            ends.push(stream.len());
+        }
+        for piece in [1, 2, 3, 7, 8, 64, stream.len()] {
+            let mut cursor = FrameCursor::new();
+            assert!(!cursor.at_boundary(), "the protocol header comes first");
+            let mut at = 0;
+            for chunk in stream.chunks(piece) {
+                cursor.advance(chunk);
+                at += chunk.len();
+                if ends.contains(&at) {
+                    assert!(
+                        cursor.at_boundary(),
+                        "a boundary at {at} (pieces of {piece})"
+                    );
+                } else if !ends.iter().any(|&e| e > at - chunk.len() && e < at) {
+                    assert!(
+                        !cursor.at_boundary(),
+                        "no boundary at {at} (pieces of {piece})"
+                    );
+                }
+            }
+            assert!(cursor.at_boundary());
+        }
+    }
+
+    #[test]
+    fn settlement_frames_go_out_between_lapins_frames_in_order() {
+        let rt = runtime();
+        let (mut stream, mut peer, wire) = pair(&rt);
+        let header = b"AMQP\x00\x00\x09\x01";
+        write_all(&rt, &mut stream, header);
+
+        // Between two frames: straight to the socket.
+        let ack = frame(13);
+        assert!(wire.send_frames(&ack));
+        assert_eq!(
+            read_exactly(&mut peer, 16),
+            [&header[..], &ack[..8]].concat()
+        );
+        assert_eq!(read_exactly(&mut peer, ack.len() - 8), ack[8..]);
+
+        // lapin is half-way through a frame: the settlement frames wait for its end, in order.
+        let big = frame(100);
+        write_all(&rt, &mut stream, &big[..50]);
+        let (first, second) = (frame(13), {
+            let mut f = frame(13);
+            f[20] = 9;
+            f
+        });
+        assert!(wire.send_frames(&first));
+        assert!(wire.send_frames(&second));
+        assert_eq!(read_exactly(&mut peer, 50), big[..50]);
+        write_all(&rt, &mut stream, &big[50..]);
+        let expected = [&big[50..], &first[..], &second[..]].concat();
+        assert_eq!(read_exactly(&mut peer, expected.len()), expected);
+
+        // Once the stream is gone, the settler is told to go through lapin.
+        drop(stream);
+        assert!(!wire.send_frames(&first));
+    }
+
+    #[test]
+    fn a_tls_connection_takes_no_settlement_frames_from_the_settler() {
+        let rt = runtime();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let wire = Wire::new().unwrap();
+        let kit = rt.block_on(async { DirectKit::current(wire.clone(), false) });
+        let _stream = rt
+            .block_on(kit.tcp_connect_addr(listener.local_addr().unwrap()))
+            .unwrap();
+        assert!(!wire.send_frames(&frame(13)));
     }
 
     struct Signal(Mutex<mpsc::Sender<()>>);
@@ -468,7 +825,7 @@ mod tests {
     #[test]
     fn a_quiet_socket_waits_on_the_reactor_which_wakes_the_reader() {
         let rt = runtime();
-        let (mut stream, mut peer, _nudge) = pair(&rt);
+        let (mut stream, mut peer, _wire) = pair(&rt);
         let (tx, woken) = mpsc::channel();
         let waker = std::task::Waker::from(Arc::new(Signal(Mutex::new(tx))));
         let mut cx = Context::from_waker(&waker);
@@ -495,7 +852,7 @@ mod tests {
     #[test]
     fn reads_data_then_the_end_of_the_stream() {
         let rt = runtime();
-        let (mut stream, mut peer, _nudge) = pair(&rt);
+        let (mut stream, mut peer, _wire) = pair(&rt);
         peer.write_all(b"abc").unwrap();
         drop(peer);
         let mut got = Vec::new();
@@ -513,18 +870,18 @@ mod tests {
     #[test]
     fn a_wait_on_the_socket_ends_for_a_nudge_data_or_quiet() {
         let rt = runtime();
-        let (stream, mut peer, nudge) = pair(&rt);
+        let (stream, mut peer, wire) = pair(&rt);
         let long = Duration::from_secs(30);
 
         // A nudge from another thread while waiting, and one given before the wait.
-        let nudger = nudge.clone();
+        let nudger = wire.clone();
         let other = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            nudger.wake();
+            nudger.nudge();
         });
         assert_eq!(stream.wait_here(long).unwrap(), Woke::Nudged);
         other.join().unwrap();
-        nudge.wake();
+        wire.nudge();
         assert_eq!(stream.wait_here(long).unwrap(), Woke::Nudged);
 
         // Both nudges were taken (and their eventfd edges seen): nothing left but the timeout.

@@ -11,7 +11,7 @@ use crate::runtime::{self, ProcessGuard};
 use crate::settle::{Action, Outcome, Republish, Settled};
 use crate::settler::Settler;
 use crate::topology::{self, Declaration};
-use crate::transport::Nudge;
+use crate::transport::Wire;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -214,7 +214,7 @@ impl SessionLink {
         connection: Arc<lapin::Connection>,
         channel: lapin::Channel,
         prefetch: u16,
-        nudge: Arc<Nudge>,
+        wire: Arc<Wire>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Command>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let link = SessionLink {
@@ -223,7 +223,7 @@ impl SessionLink {
             alive: AtomicBool::new(true),
             cancelled: AtomicBool::new(false),
             connection,
-            settler: Settler::new(channel, prefetch, nudge),
+            settler: Settler::new(channel, prefetch, wire),
         };
         (Arc::new(link), rx)
     }
