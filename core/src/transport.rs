@@ -120,6 +120,16 @@ impl FrameCursor {
         self.rest == 0 && self.have == 0
     }
 
+    /// How many bytes can be written without passing the next boundary (the rest of an
+    /// unfinished header first, when its size is not known yet).
+    fn short_of_boundary(&self) -> usize {
+        if self.rest > 0 {
+            self.rest
+        } else {
+            7 - self.have
+        }
+    }
+
     fn advance(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             if self.rest > 0 {
@@ -543,11 +553,21 @@ impl DirectStream {
         let wire = self.wire.clone();
         loop {
             let mut out = wire.out();
-            let result = if !out.flush_held()? && out.started {
-                // Our frame is half out: lapin's bytes may not come between.
+            let result = if out.flush_held()? {
+                (&*self.socket).write_vectored(bufs)
+            } else if out.started || out.cursor.at_boundary() {
+                // Our frames come next (half out, or the socket had no room for them): lapin's
+                // bytes may not come before them.
                 Err(io::ErrorKind::WouldBlock.into())
             } else {
-                (&*self.socket).write_vectored(bufs)
+                // Held frames go at the next boundary, before any frame lapin queued after
+                // them (a channel.close after the nacks of a stop): write up to there only.
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &b[..]);
+                let upto = first.len().min(out.cursor.short_of_boundary());
+                (&*self.socket).write(&first[..upto])
             };
             match result {
                 Ok(n) => {
@@ -782,7 +802,8 @@ mod tests {
         );
         assert_eq!(read_exactly(&mut peer, ack.len() - 8), ack[8..]);
 
-        // lapin is half-way through a frame: the settlement frames wait for its end, in order.
+        // lapin is half-way through a frame: the settlement frames wait for its end, in order,
+        // and go before the frames lapin queued after them (written with that end, in one go).
         let big = frame(100);
         write_all(&rt, &mut stream, &big[..50]);
         let (first, second) = (frame(13), {
@@ -793,8 +814,9 @@ mod tests {
         assert!(wire.send_frames(&first));
         assert!(wire.send_frames(&second));
         assert_eq!(read_exactly(&mut peer, 50), big[..50]);
-        write_all(&rt, &mut stream, &big[50..]);
-        let expected = [&big[50..], &first[..], &second[..]].concat();
+        let next = frame(30);
+        write_all(&rt, &mut stream, &[&big[50..], &next[..]].concat());
+        let expected = [&big[50..], &first[..], &second[..], &next[..]].concat();
         assert_eq!(read_exactly(&mut peer, expected.len()), expected);
 
         // Once the stream is gone, the settler is told to go through lapin.
