@@ -27,6 +27,7 @@
 //! No Rust thread ever calls into the host language: host threads pull with [`Pool::next`] and
 //! push back with [`Delivery::settle`].
 
+mod ack_pacing;
 pub mod config;
 mod connection;
 mod consumer;

@@ -333,6 +333,12 @@ impl AckTracker {
         }
     }
 
+    /// Deliveries not settled on the wire yet: in work, acked but not sent, or left unacked
+    /// (noop). The broker counts them all against the prefetch window.
+    pub(crate) fn unsettled(&self) -> usize {
+        self.slots.len() - self.done
+    }
+
     /// Acks recorded and not sent yet.
     pub(crate) fn ack_ready(&self) -> usize {
         self.ack_ready

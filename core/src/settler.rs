@@ -6,6 +6,7 @@
 //! does. The task still runs the timer that sends a started batch of acks, closes the channel,
 //! and is told when it must act.
 
+use crate::ack_pacing::AckPacing;
 use crate::settle::{AckTracker, Action, WireOp};
 use crate::transport::Wire;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
@@ -13,6 +14,7 @@ use lapin::Channel;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 use tokio::sync::Notify;
 
 #[derive(Debug)]
@@ -22,7 +24,8 @@ pub(crate) struct Settler {
     /// TCP; otherwise through lapin, after which the I/O thread is nudged.
     wire: Arc<Wire>,
     state: Mutex<State>,
-    /// A batch this long goes out at once.
+    /// A quarter of the window: a batch this long goes out at once, unless the pacing finds
+    /// that a whole window's work is done within a round trip (ack_pacing.rs).
     ack_batch: usize,
     /// The channel's prefetch: how many unacked messages the broker sends before it waits.
     window: usize,
@@ -33,6 +36,7 @@ pub(crate) struct Settler {
 #[derive(Debug, Default)]
 struct State {
     tracker: AckTracker,
+    pacing: AckPacing,
     wire: Vec<WireOp>,
     /// `wire` encoded as AMQP frames (kept for its capacity).
     frames: Vec<u8>,
@@ -61,8 +65,6 @@ impl Settler {
             channel,
             wire,
             state: Mutex::new(State::default()),
-            // A quarter of the window: the broker keeps three quarters to deliver into while a
-            // batch fills.
             ack_batch: usize::from(prefetch / 4).max(1),
             // 0 is "no limit": the window is never full.
             window: if prefetch == 0 {
@@ -81,11 +83,14 @@ impl Settler {
 
     /// Records a delivery that will be settled (manual acks), in tag order.
     pub(crate) fn delivered(&self, tag: u64) {
-        self.lock().tracker.delivered(tag);
+        let mut s = self.lock();
+        s.tracker.delivered(tag);
+        s.pacing.delivered(Instant::now);
     }
 
     /// Applies a settlement by wire tag and queues the frames it calls for. Plain acks wait
-    /// for a batch: once `ack_batch` of them are ready, the run at the front goes out as one
+    /// for a batch: once a batch of them is ready (a quarter of the window, or all of it,
+    /// [`AckPacing::batch`]), the run at the front goes out as one
     /// `multiple` ack; everything else goes when the channel task's timer fires
     /// ([`ACK_DELAY`](crate::consumer::ACK_DELAY) at most after the first), or sooner when a
     /// host thread runs out of deliveries with the window full
@@ -96,14 +101,17 @@ impl Settler {
         let mut state = self.lock();
         let s = &mut *state;
         let known = s.tracker.apply(action, &mut s.wire);
+        if known {
+            s.pacing.settled(Instant::now(), s.tracker.in_flight() > 0);
+        }
         let mut signal = false;
         if s.idle_wanted {
             s.tracker.flush_acks(&mut s.wire);
-        } else if s.tracker.ack_ready() >= self.ack_batch {
+        } else if s.tracker.ack_ready() >= s.pacing.batch(self.ack_batch, self.window) {
             // Acks behind unfinished work wait (for the timer, at most), so that they go out
             // in one `multiple` frame once that work is settled, not in a frame each: with
             // many threads the run at the front is often broken by a message still in work.
-            s.tracker.flush_front(&mut s.wire);
+            self.send_acks(s, true);
         }
         if s.tracker.ack_ready() > 0 && !s.timer_running {
             s.timer_running = true;
@@ -129,7 +137,7 @@ impl Settler {
         let s = &mut *state;
         let held = s.tracker.ack_ready();
         if held > 0 && s.tracker.in_flight() + held >= self.window {
-            s.tracker.flush_acks(&mut s.wire);
+            self.send_acks(s, false);
             self.queue_frames(s);
         }
     }
@@ -140,7 +148,7 @@ impl Settler {
         let mut state = self.lock();
         let s = &mut *state;
         let sent = s.tracker.ack_ready() > 0;
-        s.tracker.flush_acks(&mut s.wire);
+        self.send_acks(s, false);
         self.queue_frames(s);
         s.timer_running = sent && s.tracker.in_flight() > 0;
         s.timer_running
@@ -181,6 +189,22 @@ impl Settler {
         }));
         self.queue_frames(s);
         unfinished.len()
+    }
+
+    /// Collects the acks that are ready: the run at the front (`front_only`) or all of them.
+    /// When they leave with every message of the window in the process, the next delivery is
+    /// the broker's answer: the round trip that [`AckPacing`] weighs the batch size against.
+    fn send_acks(&self, s: &mut State, front_only: bool) {
+        let window_full = s.tracker.unsettled() >= self.window;
+        let before = s.wire.len();
+        if front_only {
+            s.tracker.flush_front(&mut s.wire);
+        } else {
+            s.tracker.flush_acks(&mut s.wire);
+        }
+        if window_full && s.wire.len() > before {
+            s.pacing.acked_full_window(Instant::now());
+        }
     }
 
     /// Sends the collected frames, in order. On plain TCP, while the channel is open, they go
