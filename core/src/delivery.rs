@@ -130,21 +130,16 @@ pub struct Delivery {
 
 impl Delivery {
     pub(crate) fn new(
-        d: lapin::message::Delivery,
-        consumer_tag: &str,
+        info: DeliveryInfo,
+        properties: Properties,
+        body: Vec<u8>,
         worker: Worker,
         link: Arc<SessionLink>,
     ) -> Self {
         Delivery {
-            info: DeliveryInfo {
-                delivery_tag: d.delivery_tag,
-                routing_key: d.routing_key.as_str().to_string(),
-                exchange: d.exchange.as_str().to_string(),
-                redelivered: d.redelivered,
-                consumer_tag: consumer_tag.to_string(),
-            },
-            properties: Properties::from_lapin(&d.properties),
-            body: d.data,
+            info,
+            properties,
+            body,
             worker,
             link,
             started: Instant::now(),

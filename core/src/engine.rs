@@ -362,6 +362,8 @@ async fn open_session(inner: &Shared, generation: u64) -> Result<Session> {
                     .await
                     .map_err(channel_error)?;
             }
+            // On plain TCP the socket's reader takes this channel's deliveries (inbound.rs).
+            let inbox = wire.consume(channel.id());
             let consumer = channel
                 .basic_consume(
                     config.queue.name.as_str().into(),
@@ -396,7 +398,7 @@ async fn open_session(inner: &Shared, generation: u64) -> Result<Session> {
             });
             worker
                 .pool()
-                .add_source(Source::new(worker.clone(), link.clone(), consumer));
+                .add_source(Source::new(worker.clone(), link.clone(), consumer, inbox));
             links.push((worker.clone(), link));
         }
         Ok(())

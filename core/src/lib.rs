@@ -36,6 +36,7 @@ pub mod engine;
 pub mod error;
 pub mod fields;
 pub mod handlers;
+mod inbound;
 pub mod logging;
 pub mod metrics;
 pub mod pool;

@@ -1,9 +1,12 @@
-//! A worker's consumer as its pool sees it: host threads take deliveries from lapin's consumer
-//! themselves, in [`Pool::next`](crate::pool::Pool::next), so no engine thread stands between
-//! lapin's I/O loop and the thread that runs `work`. (Through the channel task, waking the
-//! task's thread for every burst of deliveries took as much CPU as the rest of the engine.)
+//! A worker's consumer as its pool sees it: host threads take deliveries themselves, in
+//! [`Pool::next`](crate::pool::Pool::next), so no engine thread stands between the I/O thread
+//! and the thread that runs `work`. (Through the channel task, waking the task's thread for
+//! every burst of deliveries took as much CPU as the rest of the engine.) On plain TCP they come
+//! from the channel's [`Inbox`], which the socket's reader fills (inbound.rs); with TLS from
+//! lapin's consumer, which otherwise only reports the consumer's end.
 
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, DeliveryInfo, Properties};
+use crate::inbound::{Inbox, Received};
 use crate::worker::{versioned_tag, Command, SessionLink, Worker};
 use futures_util::Stream;
 use lapin::Consumer;
@@ -15,6 +18,10 @@ use std::task::{Context, Poll};
 pub(crate) struct Source {
     /// A clone of the channel task's consumer: same deliveries, its own wake-up registration.
     consumer: Consumer,
+    /// Where the deliveries come on plain TCP (lapin's consumer then only ends).
+    inbox: Option<Arc<Inbox>>,
+    /// Taken from the inbox, not decoded yet (kept for its capacity).
+    received: Vec<Received>,
     consumer_tag: String,
     worker: Worker,
     link: Arc<SessionLink>,
@@ -32,10 +39,17 @@ pub(crate) enum Taken {
 }
 
 impl Source {
-    pub(crate) fn new(worker: Worker, link: Arc<SessionLink>, consumer: Consumer) -> Self {
+    pub(crate) fn new(
+        worker: Worker,
+        link: Arc<SessionLink>,
+        consumer: Consumer,
+        inbox: Option<Arc<Inbox>>,
+    ) -> Self {
         Source {
             consumer_tag: consumer.tag().as_str().to_string(),
             consumer,
+            inbox,
+            received: Vec::new(),
             worker,
             link,
         }
@@ -58,6 +72,42 @@ impl Source {
         out: &mut Vec<Delivery>,
     ) -> Taken {
         let mut taken = 0;
+        if let Some(inbox) = &self.inbox {
+            if !self.link.is_alive() {
+                return Taken::Ended;
+            }
+            let limited = inbox.take(cx, limit, &mut self.received);
+            let mut received = std::mem::take(&mut self.received);
+            for r in received.drain(..) {
+                match r.decode() {
+                    Ok(d) => {
+                        let info = DeliveryInfo {
+                            delivery_tag: d.delivery_tag,
+                            routing_key: d.routing_key,
+                            exchange: d.exchange,
+                            redelivered: d.redelivered,
+                            consumer_tag: self.consumer_tag.clone(),
+                        };
+                        out.push(self.accept(info, d.properties, d.body));
+                    }
+                    // Nothing can settle it, and the window stays short of it: start over on a
+                    // new connection (the broker requeues what this one holds).
+                    Err(e) => {
+                        self.link.send(Command::Lost(format!(
+                            "consumer of '{}': {e}",
+                            self.worker.config().queue.name
+                        )));
+                        return Taken::Ended;
+                    }
+                }
+                taken += 1;
+            }
+            self.received = received;
+            if limited {
+                return Taken::Limited;
+            }
+            // The inbox is empty (its waker registered): the consumer may have ended.
+        }
         while taken < limit {
             if !self.link.is_alive() {
                 return Taken::Ended;
@@ -65,7 +115,14 @@ impl Source {
             match Pin::new(&mut self.consumer).poll_next(cx) {
                 Poll::Pending => return Taken::Waiting,
                 Poll::Ready(Some(Ok(d))) => {
-                    out.push(self.accept(d));
+                    let info = DeliveryInfo {
+                        delivery_tag: d.delivery_tag,
+                        routing_key: d.routing_key.as_str().to_string(),
+                        exchange: d.exchange.as_str().to_string(),
+                        redelivered: d.redelivered,
+                        consumer_tag: self.consumer_tag.clone(),
+                    };
+                    out.push(self.accept(info, Properties::from_lapin(&d.properties), d.data));
                     taken += 1;
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -99,18 +156,18 @@ impl Source {
         }
     }
 
-    fn accept(&self, d: lapin::message::Delivery) -> Delivery {
-        let wire_tag = d.delivery_tag;
+    /// Records a delivery for settlement and gives it its versioned tag.
+    fn accept(&self, mut info: DeliveryInfo, properties: Properties, body: Vec<u8>) -> Delivery {
         if self.worker.config().ack {
-            self.link.settler.delivered(wire_tag);
+            self.link.settler.delivered(info.delivery_tag);
         }
-        let mut delivery = Delivery::new(
-            d,
-            &self.consumer_tag,
+        info.delivery_tag = versioned_tag(self.link.generation, info.delivery_tag);
+        Delivery::new(
+            info,
+            properties,
+            body,
             self.worker.clone(),
             self.link.clone(),
-        );
-        delivery.info.delivery_tag = versioned_tag(self.link.generation, wire_tag);
-        delivery
+        )
     }
 }

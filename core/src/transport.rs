@@ -20,9 +20,14 @@
 //! lapin is in the middle of a frame, or the socket is full, the settlement frames wait in
 //! [`Wire`] and the I/O thread writes them at the next frame boundary, in the order they came.
 //!
+//! Deliveries do not go through lapin either on plain TCP: what the socket reads passes through
+//! a [`Demux`] (inbound.rs), which keeps the consuming channels' deliveries for their work
+//! threads and gives lapin every other frame.
+//!
 //! With `amqps://`, lapin's TLS stream wraps the `DirectStream` (tests/tls.rs runs a consumer
 //! through a TLS proxy, including a reconnection).
 
+use crate::inbound::{Demux, Inbox, Inboxes};
 use async_rs::traits::{Executor, Reactor, RuntimeKit};
 use async_rs::util::Task;
 use async_rs::Tokio;
@@ -157,6 +162,8 @@ impl FrameCursor {
 pub(crate) struct Wire {
     nudge: Nudge,
     out: Mutex<Out>,
+    /// The consuming channels whose deliveries the socket's [`Demux`] takes (plain TCP only).
+    inboxes: Arc<Inboxes>,
 }
 
 #[derive(Debug)]
@@ -191,7 +198,17 @@ impl Wire {
                 started: false,
                 waker: None,
             }),
+            inboxes: Arc::new(Inboxes::default()),
         }))
+    }
+
+    /// Takes `channel`'s deliveries off the socket from now on, on plain TCP (inbound.rs); call
+    /// before its `basic.consume`. `None` with TLS (or once the socket is gone): lapin's
+    /// consumer receives them.
+    pub(crate) fn consume(&self, channel: u16) -> Option<Arc<Inbox>> {
+        let out = self.out();
+        out.socket.as_ref()?;
+        Some(self.inboxes.open(channel))
     }
 
     /// Wakes the I/O thread out of its wait on the socket (see [`Nudge::wake`]).
@@ -364,8 +381,10 @@ impl Reactor for DirectKit {
                 out.cursor = FrameCursor::new();
                 out.held.clear();
                 out.started = false;
+                wire.inboxes.clear();
             }
             Ok(DirectStream {
+                demux: plain.then(|| Demux::new(wire.inboxes.clone())),
                 reactor: None,
                 poller,
                 socket,
@@ -439,6 +458,8 @@ pub(crate) struct DirectStream {
     poller: OwnedFd,
     /// Shared with [`Wire`] on plain TCP, for the settlers' frames.
     socket: Arc<TcpStream>,
+    /// On plain TCP: what is read goes through it, and lapin reads what it passes on.
+    demux: Option<Demux>,
     handle: Handle,
     wire: Arc<Wire>,
     /// Bytes were read since lapin last saw `Pending`.
@@ -466,18 +487,34 @@ impl DirectStream {
     fn poll_read_with(
         &mut self,
         cx: &mut Context<'_>,
-        room: usize,
-        mut read: impl FnMut(&TcpStream) -> io::Result<usize>,
+        bufs: &mut [IoSliceMut<'_>],
     ) -> Poll<io::Result<usize>> {
         self.write_held(cx)?;
         loop {
+            if let Some(demux) = self.demux.as_mut().filter(|d| d.has_pass()) {
+                self.fresh = true;
+                return Poll::Ready(Ok(demux.give(bufs)));
+            }
             if !self.drained {
-                match read(&self.socket) {
-                    Ok(n) => {
-                        self.fresh = true;
+                let read = match self.demux.as_mut() {
+                    // The deliveries read go to host threads from here; lapin gets the rest.
+                    Some(demux) => demux.read_from(&self.socket),
+                    None => (&*self.socket)
+                        .read_vectored(bufs)
+                        .map(|n| (n, bufs.iter().map(|b| b.len()).sum())),
+                };
+                match read {
+                    Ok((n, room)) => {
                         // A read that did not fill the buffer took all there was (as tokio
                         // assumes too): the next call waits rather than read in vain.
                         self.drained = n < room;
+                        if n > 0 {
+                            self.last_read = Instant::now();
+                        }
+                        if self.demux.is_some() && n > 0 {
+                            continue;
+                        }
+                        self.fresh = true;
                         return Poll::Ready(Ok(n));
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -489,7 +526,6 @@ impl DirectStream {
                 // lapin reads until it is told to wait and only then parses: let it parse what
                 // it has and come back, to the wait below.
                 self.fresh = false;
-                self.last_read = Instant::now();
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
@@ -656,7 +692,7 @@ impl AsyncRead for DirectStream {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .poll_read_with(cx, buf.len(), |mut s| s.read(buf))
+            .poll_read_with(cx, &mut [IoSliceMut::new(buf)])
     }
 
     fn poll_read_vectored(
@@ -664,9 +700,7 @@ impl AsyncRead for DirectStream {
         cx: &mut Context<'_>,
         bufs: &mut [IoSliceMut<'_>],
     ) -> Poll<io::Result<usize>> {
-        let room = bufs.iter().map(|b| b.len()).sum();
-        self.get_mut()
-            .poll_read_with(cx, room, |mut s| s.read_vectored(bufs))
+        self.get_mut().poll_read_with(cx, bufs)
     }
 }
 
@@ -861,12 +895,12 @@ mod tests {
             "registered with the reactor once quiet"
         );
 
-        peer.write_all(b"two").unwrap();
+        peer.write_all(&frame(3)).unwrap();
         woken
             .recv_timeout(Duration::from_secs(30))
             .expect("the reactor wakes the reader when data arrives");
         match Pin::new(&mut stream).poll_read(&mut cx, &mut buf) {
-            Poll::Ready(Ok(n)) => assert_eq!(&buf[..n], b"two"),
+            Poll::Ready(Ok(n)) => assert_eq!(&buf[..n], frame(3)),
             other => panic!("expected the data, got {other:?}"),
         }
     }
@@ -875,7 +909,9 @@ mod tests {
     fn reads_data_then_the_end_of_the_stream() {
         let rt = runtime();
         let (mut stream, mut peer, _wire) = pair(&rt);
-        peer.write_all(b"abc").unwrap();
+        // A frame, then the start of one that never ends: lapin gets the whole frame only.
+        peer.write_all(&frame(3)).unwrap();
+        peer.write_all(&frame(3)[..5]).unwrap();
         drop(peer);
         let mut got = Vec::new();
         let mut buf = [0u8; 2];
@@ -886,7 +922,7 @@ mod tests {
                 n => got.extend_from_slice(&buf[..n]),
             }
         }
-        assert_eq!(got, b"abc");
+        assert_eq!(got, frame(3));
     }
 
     #[test]

@@ -5,10 +5,16 @@ mod common;
 use cleats_core::{Engine, Message, Outcome, Publisher, Status};
 use common::*;
 use serde_json::json;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One test at a time: the first finds its connection among the process's own.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 #[test]
 fn long_work_does_not_starve_heartbeats() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     init_logging();
     let q = unique("heartbeat");
     let global = options(json!({"exchange": "", "heartbeat": 1, "threads": 1, "prefetch": 1}));
@@ -50,5 +56,57 @@ fn long_work_does_not_starve_heartbeats() {
         0,
         "the ack was lost: the message is back on the queue"
     );
+    broker.delete_queue(&q);
+}
+
+/// On plain TCP cleats reads the deliveries itself and lapin never sees them (inbound.rs). While
+/// the broker sends nothing but deliveries it sends no heartbeats either, so lapin must be shown
+/// that the broker is alive, or it closes the connection after two heartbeat intervals.
+#[test]
+fn a_steady_flow_of_deliveries_keeps_the_connection() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    init_logging();
+    let q = unique("heartbeat-flow");
+    let global = options(json!({"exchange": "", "heartbeat": 1, "threads": 2, "prefetch": 10}));
+    let engine = Engine::new(&global).unwrap();
+    let worker = engine.add_worker("Flow", &q, &global).unwrap();
+    engine.start().unwrap();
+    let connected = engine.status();
+    let done = Arc::new(AtomicUsize::new(0));
+    let counter = done.clone();
+    let threads = run_pool(worker.pool(), move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Outcome::Ack
+    });
+
+    // A message every 2 ms for 5 s: the broker always has a delivery to send well within an
+    // interval, and the connection outlives lapin's limit (2 s) more than twice.
+    let publisher = Publisher::new(&global).unwrap();
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        publisher.publish(&Message::new(q.clone(), "tick")).unwrap();
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || done.load(Ordering::SeqCst)
+            >= sent),
+        "{} of {sent} worked on",
+        done.load(Ordering::SeqCst)
+    );
+    assert_eq!(engine.status(), connected, "the connection was replaced");
+    let report = stop(&engine, Duration::from_secs(5));
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(report.drained);
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        sent,
+        "a message was worked on twice"
+    );
+    let broker = Broker::connect();
+    assert_eq!(broker.ready(&q), 0, "an ack was lost");
     broker.delete_queue(&q);
 }
