@@ -589,6 +589,26 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_whose_properties_cannot_be_decoded_keeps_its_body() {
+        let mut head = short("ctag");
+        head.extend_from_slice(&7u64.to_be_bytes());
+        head.push(0);
+        head.extend(short("ex"));
+        head.extend(short("rk"));
+        let props_at = head.len();
+        // content-type flagged, then nothing: the property list ends short.
+        head.extend_from_slice(&[0b1000_0000, 0]);
+        let r = Received {
+            head,
+            props_at,
+            body: b"{}".to_vec(),
+        };
+        let d = r.decode().expect("the delivery itself is readable");
+        assert_eq!((d.delivery_tag, &*d.body), (7, &b"{}"[..]));
+        assert_eq!(d.properties.content_type, None);
+    }
+
+    #[test]
     fn deliver_arguments_that_are_cut_short_are_an_error() {
         let r = Received {
             head: vec![4, b'c'],
