@@ -52,7 +52,7 @@ pub(crate) struct Received {
     body: Vec<u8>,
 }
 
-/// A decoded [`Received`].
+/// A delivery's fields, decoded (from a [`Received`], or from lapin's delivery with TLS).
 #[derive(Debug)]
 pub(crate) struct Decoded {
     pub(crate) delivery_tag: u64,

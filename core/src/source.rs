@@ -6,7 +6,7 @@
 //! lapin's consumer, which otherwise only reports the consumer's end.
 
 use crate::delivery::{Delivery, DeliveryInfo, Properties};
-use crate::inbound::{Inbox, Received};
+use crate::inbound::{Decoded, Inbox, Received};
 use crate::worker::{versioned_tag, Command, SessionLink, Worker};
 use futures_util::Stream;
 use lapin::Consumer;
@@ -80,16 +80,7 @@ impl Source {
             let mut received = std::mem::take(&mut self.received);
             for r in received.drain(..) {
                 match r.decode() {
-                    Ok(d) => {
-                        let info = DeliveryInfo {
-                            delivery_tag: d.delivery_tag,
-                            routing_key: d.routing_key,
-                            exchange: d.exchange,
-                            redelivered: d.redelivered,
-                            consumer_tag: self.consumer_tag.clone(),
-                        };
-                        out.push(self.accept(info, d.properties, d.body));
-                    }
+                    Ok(d) => out.push(self.accept(d)),
                     // Nothing can settle it, and the window stays short of it: start over on a
                     // new connection (the broker requeues what this one holds).
                     Err(e) => {
@@ -115,14 +106,14 @@ impl Source {
             match Pin::new(&mut self.consumer).poll_next(cx) {
                 Poll::Pending => return Taken::Waiting,
                 Poll::Ready(Some(Ok(d))) => {
-                    let info = DeliveryInfo {
+                    out.push(self.accept(Decoded {
                         delivery_tag: d.delivery_tag,
-                        routing_key: d.routing_key.as_str().to_string(),
-                        exchange: d.exchange.as_str().to_string(),
                         redelivered: d.redelivered,
-                        consumer_tag: self.consumer_tag.clone(),
-                    };
-                    out.push(self.accept(info, Properties::from_lapin(&d.properties), d.data));
+                        exchange: d.exchange.as_str().to_string(),
+                        routing_key: d.routing_key.as_str().to_string(),
+                        properties: Properties::from_lapin(&d.properties),
+                        body: d.data,
+                    }));
                     taken += 1;
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -157,15 +148,21 @@ impl Source {
     }
 
     /// Records a delivery for settlement and gives it its versioned tag.
-    fn accept(&self, mut info: DeliveryInfo, properties: Properties, body: Vec<u8>) -> Delivery {
+    fn accept(&self, d: Decoded) -> Delivery {
         if self.worker.config().ack {
-            self.link.settler.delivered(info.delivery_tag);
+            self.link.settler.delivered(d.delivery_tag);
         }
-        info.delivery_tag = versioned_tag(self.link.generation, info.delivery_tag);
+        let info = DeliveryInfo {
+            delivery_tag: versioned_tag(self.link.generation, d.delivery_tag),
+            routing_key: d.routing_key,
+            exchange: d.exchange,
+            redelivered: d.redelivered,
+            consumer_tag: self.consumer_tag.clone(),
+        };
         Delivery::new(
             info,
-            properties,
-            body,
+            d.properties,
+            d.body,
             self.worker.clone(),
             self.link.clone(),
         )
