@@ -396,9 +396,13 @@ async fn open_session(inner: &Shared, generation: u64) -> Result<Session> {
                     let _ = lost_tx.send(reason);
                 }
             });
-            worker
-                .pool()
-                .add_source(Source::new(worker.clone(), link.clone(), consumer, inbox));
+            worker.pool().add_source(Source::new(
+                worker.clone(),
+                link.clone(),
+                consumer,
+                inbox,
+                wire.clone(),
+            ));
             links.push((worker.clone(), link));
         }
         Ok(())

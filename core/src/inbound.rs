@@ -5,9 +5,10 @@
 //! in series ahead of the work threads, the largest cost left in the engine (docs/performance.md).
 //! On plain TCP a [`Demux`] sits in the stream lapin reads from (transport.rs). It cuts the bytes
 //! into frames, takes each `basic.deliver` of a consuming channel and its content frames into
-//! that channel's [`Inbox`], and passes every other frame to lapin, in order. The I/O thread
-//! only copies bytes; host threads decode the rest ([`Received::decode`]) when they take a
-//! delivery (source.rs).
+//! that channel's [`Inbox`], and passes every other frame to lapin, in order. The thread that
+//! reads (lapin's I/O thread, or a host thread waiting on the socket: reader.rs) only copies
+//! bytes; host threads decode the rest ([`Received::decode`]) when they take a delivery
+//! (source.rs).
 //!
 //! lapin never sees these deliveries: on plain TCP the settlers write acks themselves, and
 //! lapin's consumer only reports its end (a cancel from the broker, a failed channel). lapin
@@ -207,6 +208,8 @@ pub(crate) struct Demux {
     wake: Vec<Waker>,
     /// When lapin was last given bytes.
     fed: Instant,
+    /// When the socket last had something to read.
+    read_at: Instant,
     /// The stream is not AMQP frames as expected (a protocol header, a frame too large):
     /// everything goes to lapin as it is read, and lapin reports the error.
     raw: bool,
@@ -226,6 +229,7 @@ impl Demux {
             partial: Vec::new(),
             wake: Vec::new(),
             fed: Instant::now(),
+            read_at: Instant::now(),
             raw: false,
         }
     }
@@ -269,9 +273,17 @@ impl Demux {
         }
         let room = self.buf.len() - self.end;
         let n = socket.read(&mut self.buf[self.end..])?;
+        if n > 0 {
+            self.read_at = Instant::now();
+        }
         self.end += n;
         self.split();
         Ok((n, room))
+    }
+
+    /// When a read last found data, whichever thread read it.
+    pub(crate) fn read_at(&self) -> Instant {
+        self.read_at
     }
 
     /// The size of the frame at `start`, header and end byte included, once its header is in.
@@ -401,14 +413,14 @@ impl Demux {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
     use std::net::TcpListener;
     use std::sync::atomic::AtomicUsize;
     use std::task::Wake;
 
-    fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![kind];
         f.extend_from_slice(&channel.to_be_bytes());
         f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
@@ -425,7 +437,7 @@ mod tests {
 
     /// A delivery's frames: deliver, header (content-type and a header table), body in
     /// frames of `chunk` bytes.
-    fn delivery(channel: u16, tag: u64, body: &[u8], chunk: usize) -> Vec<u8> {
+    pub(crate) fn delivery(channel: u16, tag: u64, body: &[u8], chunk: usize) -> Vec<u8> {
         let mut m = BASIC_DELIVER.to_vec();
         m.extend(short("ctag"));
         m.extend_from_slice(&tag.to_be_bytes());
@@ -448,8 +460,9 @@ mod tests {
         out
     }
 
+    /// A waker that counts its wakes.
     #[derive(Default)]
-    struct Count(AtomicUsize);
+    pub(crate) struct Count(pub(crate) AtomicUsize);
     impl Wake for Count {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);

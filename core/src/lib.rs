@@ -41,6 +41,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pool;
 pub mod publisher;
+mod reader;
 pub mod runtime;
 pub mod settle;
 mod settler;

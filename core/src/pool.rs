@@ -1,17 +1,19 @@
 //! The hand-off between the engine and host threads: host threads take deliveries from their
 //! workers' consumers ([`Source`]) into a bounded queue and pull from it with a timeout, so every
-//! wait is short and interruptible. A thread that finds the queue empty takes what lapin has
-//! received; one that finds nothing sleeps, and lapin's I/O loop wakes a sleeper when more
-//! arrives.
+//! wait is short and interruptible. A thread that finds the queue empty takes what its sources
+//! have received; one that finds nothing sleeps: on the connection's socket, if no other thread
+//! waits there (reader.rs), otherwise parked, to be woken by whichever thread reads more.
 //!
 //! A pool belongs to one worker, or to every worker of a process with `share_threads`. Its
 //! `threads` is how many host threads should pull from it.
 
 use crate::delivery::Delivery;
 use crate::error::Result;
+use crate::reader::Alarm;
 use crate::runtime::{self, ProcessGuard};
 use crate::settle::Outcome;
 use crate::source::{Source, Taken};
+use crate::transport::Wire;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -39,8 +41,12 @@ fn drop_unprocessed(delivery: Delivery) -> bool {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn lock_names(p: &PoolShared) -> MutexGuard<'_, Vec<String>> {
-    p.worker_names.lock().unwrap_or_else(|e| e.into_inner())
+    lock(&p.worker_names)
 }
 
 /// What [`Pool::next`] found.
@@ -71,8 +77,10 @@ struct PoolShared {
     /// deliveries from them, never while `state` is held (lapin calls `waker` with its
     /// consumer's lock held, and `waker` takes `state`).
     sources: Mutex<Vec<Source>>,
-    /// Registered with every source: lapin's I/O loop calls it when a delivery arrives.
+    /// Registered with every source: the thread that reads a delivery for one calls it.
     waker: Waker,
+    /// The connection of the newest source: a thread with nothing to do waits on its socket.
+    wire: Mutex<Option<Arc<Wire>>>,
     /// `None`: unbounded.
     capacity: Option<usize>,
     threads: usize,
@@ -84,7 +92,25 @@ struct PoolShared {
     busy_checker: Once,
 }
 
-/// Wakes the pool when lapin receives a delivery for one of its sources.
+/// How a sleeper is woken.
+#[derive(Debug)]
+enum Waiter {
+    /// Parked.
+    Thread(Thread),
+    /// Waiting on the connection's socket (reader.rs).
+    Socket(Alarm),
+}
+
+impl Waiter {
+    fn wake(self) {
+        match self {
+            Waiter::Thread(thread) => thread.unpark(),
+            Waiter::Socket(alarm) => alarm.ring(),
+        }
+    }
+}
+
+/// Wakes the pool when a delivery arrives for one of its sources.
 struct SourceWaker(Weak<PoolShared>);
 
 impl std::task::Wake for SourceWaker {
@@ -124,8 +150,8 @@ impl Drop for PoolShared {
 #[derive(Debug)]
 struct State {
     queue: VecDeque<Delivery>,
-    /// Parked in `next`: (park id, the thread's rank, the thread).
-    sleepers: Vec<(u64, u64, Thread)>,
+    /// Asleep in `next`: (park id, the thread's rank, how to wake it).
+    sleepers: Vec<(u64, u64, Waiter)>,
     /// Taken off `sleepers` and unparked, but not yet back at the queue.
     waking: usize,
     next_sleeper_id: u64,
@@ -152,8 +178,8 @@ const INITIAL_WORK: Duration = Duration::from_millis(1);
 
 /// What a new or remaining delivery calls for.
 enum Wake {
-    /// Unpark this sleeper (after unlocking, or it wakes into a held lock).
-    Sleeper(Thread),
+    /// Wake this sleeper (after unlocking, or it wakes into a held lock).
+    Sleeper(Waiter),
     /// Left to busy threads: make sure a busy check is scheduled.
     Check,
     Nobody,
@@ -200,11 +226,22 @@ impl State {
     }
 
     /// The sleeper of lowest rank, taken off the list and counted as waking.
-    fn wake_one(&mut self) -> Option<Thread> {
+    fn wake_one(&mut self) -> Option<Waiter> {
         let first = (0..self.sleepers.len()).min_by_key(|&i| self.sleepers[i].1)?;
-        let (_, _, thread) = self.sleepers.swap_remove(first);
+        let (_, _, waiter) = self.sleepers.swap_remove(first);
         self.waking += 1;
-        Some(thread)
+        Some(waiter)
+    }
+
+    /// Back from a sleep: either a waker took the sleeper `id` off the list (and counted it as
+    /// waking) or the sleep timed out or ended early (and it is still listed).
+    fn awake(&mut self, id: u64) {
+        match self.sleepers.iter().position(|(s, _, _)| *s == id) {
+            Some(i) => {
+                self.sleepers.swap_remove(i);
+            }
+            None => self.waking -= 1,
+        }
     }
 
     /// A thread came back for more after `took` with its last delivery.
@@ -235,6 +272,7 @@ impl Pool {
                 worker_names: Mutex::new(Vec::new()),
                 sources: Mutex::new(Vec::new()),
                 waker: Waker::from(Arc::new(SourceWaker(pool.clone()))),
+                wire: Mutex::new(None),
                 capacity: capacity.map(|n| n.max(1)),
                 threads,
                 stopping: AtomicBool::new(false),
@@ -288,14 +326,7 @@ impl Pool {
         let mut asleep: Option<u64> = None;
         loop {
             if let Some(id) = asleep.take() {
-                // Back from a park: either a producer took us off the list (and counted us as
-                // waking) or the park timed out or woke spuriously (and we are still listed).
-                match state.sleepers.iter().position(|(s, _, _)| *s == id) {
-                    Some(i) => {
-                        state.sleepers.swap_remove(i);
-                    }
-                    None => state.waking -= 1,
-                }
+                state.awake(id);
             }
             if p.stopping.load(SeqCst) {
                 return Ok(Next::Stopped);
@@ -352,18 +383,42 @@ impl Pool {
             }
             let id = state.next_sleeper_id;
             state.next_sleeper_id += 1;
-            state
-                .sleepers
-                .push((id, THREAD_RANK.with(|r| *r), std::thread::current()));
+            // Nothing to take: wait on the connection's socket unless another thread does. The
+            // next burst then wakes this thread alone, not lapin's I/O thread and then this one
+            // (reader.rs).
+            let watch = lock(&p.wire).as_ref().and_then(|wire| wire.watch());
+            let waiter = match &watch {
+                Some(watch) => Waiter::Socket(watch.alarm()),
+                None => Waiter::Thread(std::thread::current()),
+            };
+            state.sleepers.push((id, THREAD_RANK.with(|r| *r), waiter));
             asleep = Some(id);
             drop(state);
-            std::thread::park_timeout(deadline - now);
+            let Some(watch) = watch else {
+                std::thread::park_timeout(deadline - now);
+                state = self.state();
+                continue;
+            };
+            let woken = watch.wait(deadline - now);
             state = self.state();
+            if woken {
+                // Off the list and counted as coming to the queue, so that what this thread
+                // reads wakes no other thread for it.
+                state.awake(id);
+                asleep = None;
+                state.waking += 1;
+                drop(state);
+                watch.read();
+                drop(watch);
+                state = self.state();
+                state.waking -= 1;
+            }
         }
     }
 
     /// Serves `source` from now on, in place of the worker's consumer of an earlier connection.
     pub(crate) fn add_source(&self, source: Source) {
+        *lock(&self.inner.wire) = Some(source.wire().clone());
         {
             let mut sources = self.lock_sources();
             sources.retain(|s| s.worker().name() != source.worker().name());
@@ -418,7 +473,7 @@ impl Pool {
 
     fn act(&self, wake: Wake) {
         match wake {
-            Wake::Sleeper(thread) => thread.unpark(),
+            Wake::Sleeper(waiter) => waiter.wake(),
             Wake::Check => self.schedule_busy_check(),
             Wake::Nobody => {}
         }
@@ -469,8 +524,8 @@ impl Pool {
         }
         let armed = state.check_armed;
         drop(state);
-        for thread in wake {
-            thread.unpark();
+        for waiter in wake {
+            waiter.wake();
         }
         armed
     }
@@ -483,8 +538,8 @@ impl Pool {
             state.waking += state.sleepers.len();
             std::mem::take(&mut state.sleepers)
         };
-        for (_, _, thread) in sleepers {
-            thread.unpark();
+        for (_, _, waiter) in sleepers {
+            waiter.wake();
         }
     }
 

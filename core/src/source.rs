@@ -7,6 +7,7 @@
 
 use crate::delivery::{Delivery, DeliveryInfo, Properties};
 use crate::inbound::{Decoded, Inbox, Received};
+use crate::transport::Wire;
 use crate::worker::{versioned_tag, Command, SessionLink, Worker};
 use futures_util::Stream;
 use lapin::Consumer;
@@ -20,6 +21,8 @@ pub(crate) struct Source {
     consumer: Consumer,
     /// Where the deliveries come on plain TCP (lapin's consumer then only ends).
     inbox: Option<Arc<Inbox>>,
+    /// The connection, whose socket idle host threads may wait on (reader.rs).
+    wire: Arc<Wire>,
     /// Taken from the inbox, not decoded yet (kept for its capacity).
     received: Vec<Received>,
     consumer_tag: String,
@@ -44,11 +47,13 @@ impl Source {
         link: Arc<SessionLink>,
         consumer: Consumer,
         inbox: Option<Arc<Inbox>>,
+        wire: Arc<Wire>,
     ) -> Self {
         Source {
             consumer_tag: consumer.tag().as_str().to_string(),
             consumer,
             inbox,
+            wire,
             received: Vec::new(),
             worker,
             link,
@@ -57,6 +62,11 @@ impl Source {
 
     pub(crate) fn worker(&self) -> &Worker {
         &self.worker
+    }
+
+    /// The connection this source's deliveries come over.
+    pub(crate) fn wire(&self) -> &Arc<Wire> {
+        &self.wire
     }
 
     pub(crate) fn is_alive(&self) -> bool {

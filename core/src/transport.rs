@@ -21,13 +21,16 @@
 //! [`Wire`] and the I/O thread writes them at the next frame boundary, in the order they came.
 //!
 //! Deliveries do not go through lapin either on plain TCP: what the socket reads passes through
-//! a [`Demux`] (inbound.rs), which keeps the consuming channels' deliveries for their work
-//! threads and gives lapin every other frame.
+//! a [`Demux`](crate::inbound::Demux) (inbound.rs), which keeps the consuming channels'
+//! deliveries for their work threads and gives lapin every other frame. A host thread with
+//! nothing to do waits on the socket in the I/O thread's place and reads it itself (reader.rs);
+//! the I/O thread then only wakes when no host thread waits, or every [`HOT`] to let lapin write.
 //!
 //! With `amqps://`, lapin's TLS stream wraps the `DirectStream` (tests/tls.rs runs a consumer
 //! through a TLS proxy, including a reconnection).
 
-use crate::inbound::{Demux, Inbox, Inboxes};
+use crate::inbound::{Inbox, Inboxes};
+use crate::reader::{epoll_for, epoll_wait, eventfd, Reader};
 use async_rs::traits::{Executor, Reactor, RuntimeKit};
 use async_rs::util::Task;
 use async_rs::Tokio;
@@ -37,7 +40,7 @@ use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -70,14 +73,8 @@ impl fmt::Debug for Nudge {
 
 impl Nudge {
     fn new() -> io::Result<Self> {
-        // SAFETY: plain syscall; the descriptor is owned by the OwnedFd below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Nudge {
-            // SAFETY: `fd` is a new descriptor nothing else owns.
-            event: unsafe { OwnedFd::from_raw_fd(fd) },
+            event: eventfd()?,
             parked: AtomicBool::new(false),
             nudged: AtomicBool::new(false),
         })
@@ -162,8 +159,10 @@ impl FrameCursor {
 pub(crate) struct Wire {
     nudge: Nudge,
     out: Mutex<Out>,
-    /// The consuming channels whose deliveries the socket's [`Demux`] takes (plain TCP only).
+    /// The consuming channels whose deliveries the socket's demux takes (plain TCP only).
     inboxes: Arc<Inboxes>,
+    /// The socket's read side, shared with host threads (plain TCP only; reader.rs).
+    reader: Mutex<Option<Arc<Reader>>>,
 }
 
 #[derive(Debug)]
@@ -199,7 +198,26 @@ impl Wire {
                 waker: None,
             }),
             inboxes: Arc::new(Inboxes::default()),
+            reader: Mutex::new(None),
         }))
+    }
+
+    /// The socket's read side while it is open and carries plain AMQP.
+    pub(crate) fn reader(&self) -> Option<Arc<Reader>> {
+        self.reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A host thread read frames for lapin, or the end of the stream: the I/O thread must
+    /// look, wherever it sleeps.
+    pub(crate) fn wake_io_thread(&self) {
+        let waker = self.out().waker.clone();
+        self.nudge.wake();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Takes `channel`'s deliveries off the socket from now on, on plain TCP (inbound.rs); call
@@ -373,8 +391,13 @@ impl Reactor for DirectKit {
                 })
                 .await
                 .map_err(io::Error::other)??;
-            let poller = poller(&socket, &wire.nudge)?;
             let socket = Arc::new(socket);
+            // Before the I/O thread's epoll set: a host thread watching is woken first.
+            let reader = match plain {
+                true => Some(Arc::new(Reader::new(socket.clone(), wire.inboxes.clone())?)),
+                false => None,
+            };
+            let poller = epoll_for(&socket, &wire.nudge.event, true)?;
             if plain {
                 let mut out = wire.out();
                 out.socket = Some(socket.clone());
@@ -382,9 +405,11 @@ impl Reactor for DirectKit {
                 out.held.clear();
                 out.started = false;
                 wire.inboxes.clear();
+                drop(out);
+                *wire.reader.lock().unwrap_or_else(|e| e.into_inner()) = reader.clone();
             }
             Ok(DirectStream {
-                demux: plain.then(|| Demux::new(wire.inboxes.clone())),
+                reader,
                 reactor: None,
                 poller,
                 socket,
@@ -397,33 +422,6 @@ impl Reactor for DirectKit {
             })
         }
     }
-}
-
-/// An epoll set for waiting on the I/O thread: the socket level-triggered (readable data is
-/// reported until read), the nudge's eventfd edge-triggered (see [`Nudge`]).
-fn poller(socket: &TcpStream, nudge: &Nudge) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; the descriptor is owned by the OwnedFd below.
-    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a new descriptor nothing else owns.
-    let poller = unsafe { OwnedFd::from_raw_fd(fd) };
-    // Which descriptor woke the wait does not matter (the read and the nudge flag tell).
-    let watch = |fd: RawFd, events: i32| {
-        let mut event = libc::epoll_event {
-            events: events as u32,
-            u64: 0,
-        };
-        // SAFETY: both descriptors are live; the event is read during the call only.
-        match unsafe { libc::epoll_ctl(poller.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        }
-    };
-    watch(socket.as_raw_fd(), libc::EPOLLIN)?;
-    watch(nudge.event.as_raw_fd(), libc::EPOLLIN | libc::EPOLLET)?;
-    Ok(poller)
 }
 
 /// A descriptor registered with tokio's reactor without being owned by it.
@@ -454,12 +452,13 @@ pub(crate) struct DirectStream {
     /// deregisters the socket, so data arriving while hot wakes no tokio thread. Declared before
     /// `socket`, so it is dropped first.
     reactor: Option<AsyncFd<Registered>>,
-    /// The I/O thread's own epoll set: the socket and the nudge (see [`poller`]).
+    /// The I/O thread's own epoll set: the socket (exclusively, after the host threads' set;
+    /// reader.rs) and the nudge, edge-triggered (see [`Nudge`]).
     poller: OwnedFd,
     /// Shared with [`Wire`] on plain TCP, for the settlers' frames.
     socket: Arc<TcpStream>,
-    /// On plain TCP: what is read goes through it, and lapin reads what it passes on.
-    demux: Option<Demux>,
+    /// On plain TCP: what is read goes through its demux, and lapin reads what that passes on.
+    reader: Option<Arc<Reader>>,
     handle: Handle,
     wire: Arc<Wire>,
     /// Bytes were read since lapin last saw `Pending`.
@@ -491,14 +490,17 @@ impl DirectStream {
     ) -> Poll<io::Result<usize>> {
         self.write_held(cx)?;
         loop {
-            if let Some(demux) = self.demux.as_mut().filter(|d| d.has_pass()) {
-                self.fresh = true;
-                return Poll::Ready(Ok(demux.give(bufs)));
+            if let Some(reader) = &self.reader {
+                let mut demux = reader.demux();
+                if demux.has_pass() {
+                    self.fresh = true;
+                    return Poll::Ready(Ok(demux.give(bufs)));
+                }
             }
             if !self.drained {
-                let read = match self.demux.as_mut() {
+                let read = match &self.reader {
                     // The deliveries read go to host threads from here; lapin gets the rest.
-                    Some(demux) => demux.read_from(&self.socket),
+                    Some(reader) => reader.demux().read_from(&self.socket),
                     None => (&*self.socket)
                         .read_vectored(bufs)
                         .map(|n| (n, bufs.iter().map(|b| b.len()).sum())),
@@ -511,15 +513,24 @@ impl DirectStream {
                         if n > 0 {
                             self.last_read = Instant::now();
                         }
-                        if self.demux.is_some() && n > 0 {
-                            continue;
+                        if let Some(reader) = &self.reader {
+                            if n > 0 {
+                                continue;
+                            }
+                            // The end of the stream: host threads stop watching it.
+                            reader.close();
                         }
                         self.fresh = true;
                         return Poll::Ready(Ok(n));
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drained = true,
-                    Err(e) => return Poll::Ready(Err(e)),
+                    Err(e) => {
+                        if let Some(reader) = &self.reader {
+                            reader.close();
+                        }
+                        return Poll::Ready(Err(e));
+                    }
                 }
             }
             if self.fresh {
@@ -529,7 +540,7 @@ impl DirectStream {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            let quiet_for = self.last_read.elapsed();
+            let quiet_for = self.last_read().elapsed();
             if !self.write_blocked && quiet_for < HOT {
                 self.reactor = None;
                 match self.wait_here(HOT - quiet_for)? {
@@ -539,6 +550,12 @@ impl DirectStream {
                     }
                     Woke::Nudged => {
                         // lapin writes what was queued, then comes back to wait.
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    // A host thread read meanwhile (reader.rs): data still flows, so stay off the
+                    // reactor, but let lapin write what it may have queued before waiting again.
+                    Woke::Quiet if self.last_read().elapsed() < HOT => {
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }
@@ -635,6 +652,14 @@ impl DirectStream {
         }
     }
 
+    /// When the socket last had data, as this thread or a host thread read it.
+    fn last_read(&self) -> Instant {
+        match &self.reader {
+            Some(reader) => self.last_read.max(reader.demux().read_at()),
+            None => self.last_read,
+        }
+    }
+
     /// Waits up to `timeout` for the socket or a nudge, on the calling (I/O) thread.
     fn wait_here(&self, timeout: Duration) -> io::Result<Woke> {
         let nudge = &self.wire.nudge;
@@ -643,23 +668,13 @@ impl DirectStream {
             nudge.parked.store(false, SeqCst);
             return Ok(Woke::Nudged);
         }
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
-        // epoll counts in milliseconds: round up, so a short rest of the window still waits.
-        let limit = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: a live buffer of two events, and our own epoll descriptor.
-        let ready =
-            unsafe { libc::epoll_wait(self.poller.as_raw_fd(), events.as_mut_ptr(), 2, limit) };
+        // (A signal that cuts the wait short counts as the socket: it is read again.)
+        let ready = epoll_wait(&self.poller, timeout);
         nudge.parked.store(false, SeqCst);
-        if ready < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::Interrupted => Ok(Woke::Socket),
-                _ => Err(e),
-            };
-        }
+        let ready = ready?;
         if nudge.take() {
             Ok(Woke::Nudged)
-        } else if ready > 0 {
+        } else if ready {
             // The socket, or an eventfd edge whose nudge an earlier look took: read again.
             Ok(Woke::Socket)
         } else {
@@ -681,6 +696,14 @@ impl Drop for DirectStream {
             out.held.clear();
             out.started = false;
             out.waker = None;
+        }
+        drop(out);
+        if let Some(reader) = self.reader.take() {
+            reader.close();
+            let mut shared = self.wire.reader.lock().unwrap_or_else(|e| e.into_inner());
+            if shared.as_ref().is_some_and(|r| Arc::ptr_eq(r, &reader)) {
+                *shared = None;
+            }
         }
     }
 }
