@@ -11,6 +11,7 @@ use crate::config::{merge_layers, EngineConfig, Options, WorkerConfig};
 use crate::connection::{backoff, connect, watch_events};
 use crate::consumer::{ChannelTask, Ended};
 use crate::error::{Error, Result};
+use crate::lock;
 use crate::pool::Pool;
 use crate::runtime::{self, Pending, ProcessGuard};
 use crate::source::Source;
@@ -299,10 +300,6 @@ fn distinct_pools(workers: &[Worker]) -> Vec<Pool> {
         }
     }
     pools
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One connection generation: a connection, a channel task per worker.

@@ -16,10 +16,11 @@
 //! deliveries arrive, the demux passes it a heartbeat frame every [`KEEPALIVE`].
 
 use crate::delivery::Properties;
+use crate::lock;
 use std::io::{self, IoSliceMut, Read};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
@@ -38,10 +39,6 @@ const CHUNK: usize = 64 * 1024;
 /// A frame larger than this is taken for garbage: the demux steps aside and lets lapin fail the
 /// connection. (RabbitMQ's largest frame_max is 128 KiB by default, 1 MiB at most.)
 const MAX_FRAME: usize = 16 * 1024 * 1024;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A delivery as it came off the wire: `basic.deliver`'s arguments, the content header's
 /// property list and the body, not decoded yet.

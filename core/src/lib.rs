@@ -51,6 +51,12 @@ mod transport;
 pub mod uri;
 pub mod worker;
 
+/// Locks `m`, also when a thread panicked holding it: every lock in the engine guards state that
+/// is left consistent before anything can panic.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub use config::{HandlerKind, Options, WorkerConfig};
 pub use delivery::{Delivery, DeliveryInfo, Properties};
 pub use engine::{Engine, Status, StopReport};

@@ -9,6 +9,7 @@
 
 use crate::delivery::Delivery;
 use crate::error::Result;
+use crate::lock;
 use crate::reader::Alarm;
 use crate::runtime::{self, ProcessGuard};
 use crate::settle::Outcome;
@@ -39,10 +40,6 @@ fn drop_unprocessed(delivery: Delivery) -> bool {
         );
         false
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn lock_names(p: &PoolShared) -> MutexGuard<'_, Vec<String>> {

@@ -30,6 +30,7 @@
 //! through a TLS proxy, including a reconnection).
 
 use crate::inbound::{Inbox, Inboxes};
+use crate::lock;
 use crate::reader::{epoll_for, epoll_wait, eventfd, Reader};
 use async_rs::traits::{Executor, Reactor, RuntimeKit};
 use async_rs::util::Task;
@@ -204,10 +205,7 @@ impl Wire {
 
     /// The socket's read side while it is open and carries plain AMQP.
     pub(crate) fn reader(&self) -> Option<Arc<Reader>> {
-        self.reader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.reader).clone()
     }
 
     /// A host thread read frames for lapin, or the end of the stream: the I/O thread must
@@ -406,7 +404,7 @@ impl Reactor for DirectKit {
                 out.started = false;
                 wire.inboxes.clear();
                 drop(out);
-                *wire.reader.lock().unwrap_or_else(|e| e.into_inner()) = reader.clone();
+                *lock(&wire.reader) = reader.clone();
             }
             Ok(DirectStream {
                 reader,
@@ -652,10 +650,11 @@ impl DirectStream {
         }
     }
 
-    /// When the socket last had data, as this thread or a host thread read it.
+    /// When the socket last had data: on plain TCP as the demux saw it, whichever thread read
+    /// (this one or a host thread); with TLS as this thread's reads saw it.
     fn last_read(&self) -> Instant {
         match &self.reader {
-            Some(reader) => self.last_read.max(reader.demux().read_at()),
+            Some(reader) => reader.demux().read_at(),
             None => self.last_read,
         }
     }
@@ -700,7 +699,7 @@ impl Drop for DirectStream {
         drop(out);
         if let Some(reader) = self.reader.take() {
             reader.close();
-            let mut shared = self.wire.reader.lock().unwrap_or_else(|e| e.into_inner());
+            let mut shared = lock(&self.wire.reader);
             if shared.as_ref().is_some_and(|r| Arc::ptr_eq(r, &reader)) {
                 *shared = None;
             }
