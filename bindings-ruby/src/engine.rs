@@ -1,7 +1,7 @@
 //! `Cleats::Native::Engine`, `::Worker` and `::Pool`: thin wrappers over the core types.
 
 use crate::delivery::RbDelivery;
-use crate::errors::to_ruby;
+use crate::errors::{state_error, to_ruby};
 use crate::gvl::{blocking, check_interrupts, wait_pending, without_gvl};
 use crate::options::parse;
 use cleats_core::config::{ExchangeConfig, QueueConfig};
@@ -39,7 +39,7 @@ pub fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     worker.define_method("in_progress", method!(RbWorker::in_progress, 0))?;
 
     let pool = native.define_class("Pool", ruby.class_object())?;
-    pool.define_method("next", method!(RbPool::next, 1))?;
+    pool.define_method("next", method!(RbPool::next, 2))?;
     pool.define_method("threads", method!(RbPool::threads, 0))?;
     pool.define_method("worker_names", method!(RbPool::worker_names, 0))?;
     Ok(())
@@ -185,8 +185,14 @@ impl RbPool {
     }
 
     /// The next delivery, `:timeout` after `timeout` seconds (interrupts checked), or nil once
-    /// the engine stops. The wait runs without the GVL.
-    fn next(ruby: &Ruby, rb_self: &Self, timeout: f64) -> Result<Value, Error> {
+    /// the engine stops. The wait runs without the GVL. A delivery is also stored in `held[0]`
+    /// before it is returned: an interrupt that comes before the caller has it in a variable
+    /// would otherwise leave it unreachable and unsettled; the caller's `ensure` finds it there.
+    fn next(ruby: &Ruby, rb_self: &Self, timeout: f64, held: RArray) -> Result<Value, Error> {
+        if held.is_frozen() {
+            // Checked before a delivery is taken: storing it must not fail afterwards.
+            return Err(state_error("Pool#next: the held array is frozen"));
+        }
         let wait = Duration::from_secs_f64(timeout.clamp(0.0, 0.1));
         // A delivery already waiting is taken without giving up the GVL: releasing and
         // retaking it wakes other Ruby threads and costs context switches for nothing.
@@ -197,7 +203,11 @@ impl RbPool {
         match ready.or_else(|| without_gvl(|| rb_self.0.next(wait))) {
             // A delivery is returned before any interrupt check: it must reach Ruby (and be
             // settled there), never be dropped on the way.
-            Some(Ok(Next::Delivery(d))) => Ok(RbDelivery::new(d).into_value_with(ruby)),
+            Some(Ok(Next::Delivery(d))) => {
+                let delivery = RbDelivery::new(d).into_value_with(ruby);
+                held.store(0, delivery)?;
+                Ok(delivery)
+            }
             Some(Ok(Next::Stopped)) => Ok(ruby.qnil().as_value()),
             Some(Err(e)) => Err(to_ruby(e)),
             Some(Ok(Next::Timeout)) | None => {

@@ -8,14 +8,14 @@ class BoundaryTest < CleatsTestCase
     klass = worker_class(q) { define_method(:work) { |_m| ack! } }
     w = run_worker(klass)
     pool = w.instance_variable_get(:@native_worker).pool
-    puller = Thread.new { loop { pool.next(0.1) } }
+    puller = Thread.new { loop { pool.next(0.1, []) } }
     sleep 0.3
     puller.kill
     assert puller.join(5), "Thread#kill did not end a thread waiting in Pool#next"
-    assert_raises(Timeout::Error) { Timeout.timeout(0.3) { loop { pool.next(0.1) } } }
+    assert_raises(Timeout::Error) { Timeout.timeout(0.3) { loop { pool.next(0.1, []) } } }
     ticks = 0
     other = Thread.new { 20.times { ticks += 1; sleep 0.01 } }
-    pool.next(0.1) # other Ruby threads run while this one waits
+    pool.next(0.1, []) # other Ruby threads run while this one waits
     other.join
     assert_equal 20, ticks
     threads = w.instance_variable_get(:@worker_set).instance_variable_get(:@threads)
@@ -85,6 +85,37 @@ class BoundaryTest < CleatsTestCase
     _, redelivered = Timeout.timeout(10) { started.pop }
     assert redelivered, "the interrupted message was requeued and delivered again"
     assert_queue_counts(q, [0, 0])
+  end
+
+  def test_an_interrupt_before_work_puts_the_delivery_back
+    q = queue("interrupted-early")
+    seen = Thread::Queue.new
+    klass = worker_class(q) do
+      define_method(:work_with_params) do |_m, info, _|
+        seen << info.redelivered?
+        ack!
+      end
+    end
+    interrupted = []
+    klass.prepend(Module.new do
+      define_method(:process_delivery) do |delivery|
+        # As if Thread#kill reached the thread after Pool#next returned, before any settling
+        # code ran: only the work thread's ensure, through `held`, can still put it back.
+        if interrupted.empty?
+          interrupted << delivery
+          Thread.current.kill
+        end
+        super(delivery)
+      end
+    end)
+    w = run_worker(klass)
+    Sneakers.publish("early", to_queue: q)
+    assert Timeout.timeout(10) { seen.pop }, "the interrupted delivery came back redelivered"
+    assert_equal 1, interrupted.size
+    assert interrupted.first.settled?
+    assert_queue_counts(q, [0, 0])
+    pool = w.instance_variable_get(:@native_worker).pool
+    assert_raises(Cleats::StateError) { pool.next(0.1, [].freeze) }
   end
 
   def test_a_publish_waiting_for_an_absent_broker_answers_timeout

@@ -66,31 +66,36 @@ module Cleats
       handler_class.new(channel, queue, opts)
     end
 
-    # Interrupts (Thread#kill, Thread#raise, Timeout) are let in only where the thread holds no
-    # delivery, or inside `work`, whose ensure settles: a delivery is never dropped unsettled.
+    # Interrupts (Thread#kill, Thread#raise, Timeout) are let in anywhere in the loop (inside
+    # `work` too), and a delivery is never dropped unsettled: `process_delivery` settles what it
+    # was handed, and an interrupt that ends the loop before or while it does finds the delivery
+    # in `held`, where Pool#next puts it before returning it, and the ensure (where interrupts
+    # wait) puts it back on its queue. One mask for the thread's life, not one per message:
+    # `handle_interrupt` allocates its mask each time.
     def start_thread(pool, index)
       # A pool of one worker (no share_threads) needs no lookup per message.
       names = pool.worker_names
       only = @by_name.fetch(names.first) if names.size == 1
       Thread.new do
         Thread.current.name = "cleats-work-#{index}"
+        held = []
         Thread.handle_interrupt(DEFER_INTERRUPTS) do
-          loop do
-            Thread.handle_interrupt(TAKE_INTERRUPTS) {} if Thread.pending_interrupt?
-            delivery = pool.next(PULL_TIMEOUT)
-            break if delivery.nil?
-            next if delivery == :timeout
-
-            serve(delivery, only || @by_name.fetch(delivery.worker_name))
-          end
+          Thread.handle_interrupt(TAKE_INTERRUPTS) { pull(pool, only, held) }
+        ensure
+          delivery = held[0]
+          delivery.settle(:requeue, nil, nil, nil) if delivery && !delivery.settled?
         end
       end
     end
 
-    def serve(delivery, worker)
-      Thread.handle_interrupt(TAKE_INTERRUPTS) { worker.process_delivery(delivery) }
-    ensure
-      delivery.settle(:requeue, nil, nil, nil) unless delivery.settled?
+    def pull(pool, only, held)
+      loop do
+        delivery = pool.next(PULL_TIMEOUT, held)
+        break if delivery.nil?
+        next if delivery == :timeout
+
+        (only || @by_name.fetch(delivery.worker_name)).process_delivery(delivery)
+      end
     end
   end
 end
