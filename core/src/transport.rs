@@ -464,6 +464,7 @@ pub(crate) struct DirectStream {
     /// The last read found the socket empty (or did not fill the buffer), and nothing said it
     /// has data since.
     drained: bool,
+    /// When this thread's last read found data; used with TLS only (see `last_read()`).
     last_read: Instant,
     /// A write found the send buffer full: only the reactor reports room, so stay on it.
     write_blocked: bool,
@@ -508,7 +509,8 @@ impl DirectStream {
                         // A read that did not fill the buffer took all there was (as tokio
                         // assumes too): the next call waits rather than read in vain.
                         self.drained = n < room;
-                        if n > 0 {
+                        if n > 0 && self.reader.is_none() {
+                            // On plain TCP the demux notes every read, a host thread's too.
                             self.last_read = Instant::now();
                         }
                         if let Some(reader) = &self.reader {
