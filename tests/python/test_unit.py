@@ -82,3 +82,74 @@ def test_publish_refuses_objects_without_a_content_type():
 def test_a_ready_made_connection_is_refused_with_a_hint():
     with pytest.raises(cleats.ConfigError, match="`amqp`"):
         cleats.configure(connection=object())
+
+
+class _EngineWorker:
+    """Stands in for `_engine.Worker` in `Worker._attach`."""
+
+    queue = "unit-paths"
+    ack = True
+
+    def metric_names(self):
+        names = {k: f"work.PathWorker.{k}" for k in ("started", "time", "ended")}
+        for o in ("ack", "reject", "requeue", "error", "noop"):
+            names[f"handled.{o}"] = f"work.PathWorker.handled.{o}"
+        return names
+
+
+class _Delivery:
+    """Stands in for `_engine.Delivery`: records how it was settled."""
+
+    delivery_info = {"delivery_tag": 1, "routing_key": "unit-paths", "exchange": "",
+                     "redelivered": False, "consumer_tag": "c"}
+    properties = {"headers": None}
+    worker_name = "PathWorker"
+
+    def __init__(self, body, content_type=None):
+        self.body = body
+        self.content_type = content_type
+        self.content_encoding = None
+        self.settled = []
+
+    def settle(self, outcome, error=None):
+        self.settled.append((outcome, error and error[:2]))
+        return 0.001
+
+
+def test_the_short_path_settles_as_the_full_one():
+    """Without metrics a plain `work(msg)` takes `_process_plain`; with metrics, the full path.
+    Both must decode and settle every kind of result the same way."""
+    results = {
+        "ack": lambda w: w.ack(),
+        "reject": lambda w: w.reject(),
+        "requeue": lambda w: w.requeue(),
+        "none": lambda w: None,
+        "other": lambda w: "done",
+        "raise": lambda w: 1 / 0,
+    }
+
+    class PathWorker(cleats.Worker):
+        queue_name = "unit-paths"
+        seen = []
+
+        def work(self, msg):
+            type(self).seen.append(msg)
+            return results[msg["r"] if isinstance(msg, dict) else msg.decode()](self)
+
+    plain, counted = PathWorker(), PathWorker()
+    counted.metrics = cleats.MemoryMetrics()
+    for w in (plain, counted):
+        w._attach(_EngineWorker(), None)
+    assert plain._plain and counted._plain
+    for name in results:
+        for body, ctype in ((name.encode(), None), (b'{"r": "%s"}' % name.encode(), "application/json")):
+            settled = []
+            for w in (plain, counted):
+                d = _Delivery(body, ctype)
+                w._process(d)
+                settled.append(d.settled)
+            assert settled[0] == settled[1] and len(settled[0]) == 1, (name, ctype, settled)
+    assert PathWorker.seen[:2] == [b"ack", b"ack"]  # no content type: the body as it came
+    assert PathWorker.seen[2:4] == [{"r": "ack"}, {"r": "ack"}]
+    assert counted.metrics.counts["work.PathWorker.handled.error"] == 2
+    assert counted.metrics.counts["work.PathWorker.started"] == 2 * len(results)

@@ -122,6 +122,9 @@ class Worker:
             or self._handler is not None
             or type(self).work_with_params is not Worker.work_with_params
         )
+        # Nothing but `work(msg)` between the delivery and its settle: `_process` takes the
+        # short path (while metrics stay NullMetrics).
+        self._plain = not self._needs_params
 
     @classmethod
     def handler_spec(cls) -> Any:
@@ -160,7 +163,10 @@ class Worker:
         return self.work(msg)
 
     def _call_work(self, msg: Any, delivery_info: DeliveryInfo, metadata: Metadata, handler: Any) -> Any:
-        result = self._invoke(msg, delivery_info, metadata)
+        return self._waited(self._invoke(msg, delivery_info, metadata))
+
+    def _waited(self, result: Any) -> Any:
+        """`work`'s result, after waiting for it on the loop if it is awaitable."""
         if inspect.isawaitable(result):
             if self._loop is None:
                 raise RuntimeError("async work needs the worker process's asyncio loop")
@@ -171,6 +177,8 @@ class Worker:
     def _process(self, delivery: "_engine.Delivery") -> str:
         """Runs one delivery through middleware and work, settles it, sends the metrics. The
         delivery is settled whatever the metrics object or a custom handler does."""
+        if self._plain and type(self.metrics) is NullMetrics:
+            return self._process_plain(delivery)
         info, meta = self._begin(delivery)
         msg: Any = None
         try:
@@ -180,6 +188,22 @@ class Worker:
         except Exception as e:  # KeyboardInterrupt and SystemExit are not swallowed
             return self._finish(delivery, None, e, msg, info, meta)
         return self._finish(delivery, result, None, msg, info, meta)
+
+    def _process_plain(self, delivery: "_engine.Delivery") -> str:
+        """`_process` for a worker with only `work(msg)` and no metrics (the common case): the
+        same decoding, outcomes and error path, without the calls that would do nothing (over
+        a quarter of the Python threads' time per message when `work` only acks)."""
+        msg: Any = None
+        try:
+            msg = self._decode(delivery)
+            result = self.work(msg)
+            if type(result) is not str:
+                result = self._waited(result)
+        except Exception as e:
+            return self._finish(delivery, None, e, msg, None, None)
+        outcome = result if isinstance(result, str) and result in OUTCOMES else "noop"
+        delivery.settle(outcome)
+        return outcome
 
     async def _process_async(self, delivery: "_engine.Delivery") -> str:
         """`_process` as a task on the loop, for a worker that `_runs_on_loop`: the coroutine is
@@ -198,7 +222,8 @@ class Worker:
         return self._finish(delivery, result, None, msg, info, meta)
 
     def _begin(self, delivery: "_engine.Delivery") -> Tuple[Any, Any]:
-        self._metric("increment", self._names["started"])
+        if type(self.metrics) is not NullMetrics:
+            self._metric("increment", self._names["started"])
         if self._needs_params:
             return DeliveryInfo(delivery.delivery_info), Metadata(delivery.properties)
         return None, None
@@ -206,6 +231,8 @@ class Worker:
     def _decode(self, delivery: "_engine.Delivery") -> Any:
         ctype = self.opts.get("content_type") or delivery.content_type
         cenc = self.opts.get("content_encoding") or delivery.content_encoding
+        if not ctype and not cenc:
+            return delivery.body  # no codec applies to a message with neither
         return content.from_body(delivery.body, ctype, cenc)
 
     def _finish(self, delivery: "_engine.Delivery", result: Any, error: Optional[BaseException],
@@ -222,18 +249,17 @@ class Worker:
             self._report(error, msg, info, meta)
         if self._handler is not None:
             self._run_custom_handler(outcome, info, meta, msg, error)
-        names = self._names
         elapsed = delivery.settle(outcome, error_info)
-        self._metric("timing", names["time"], elapsed)
-        assert self._engine_worker is not None
-        if self._engine_worker.ack:
-            self._metric("increment", names[f"handled.{outcome}"])
-        self._metric("increment", names["ended"])
+        if type(self.metrics) is not NullMetrics:  # the default: nothing to send
+            names = self._names
+            self._metric("timing", names["time"], elapsed)
+            assert self._engine_worker is not None
+            if self._engine_worker.ack:
+                self._metric("increment", names[f"handled.{outcome}"])
+            self._metric("increment", names["ended"])
         return outcome
 
     def _metric(self, method: str, *args: Any) -> None:
-        if type(self.metrics) is NullMetrics:
-            return  # the default: skip the lookup and call, four times per message
         try:
             getattr(self.metrics, method)(*args)
         except Exception:
