@@ -122,9 +122,6 @@ class Worker:
             or self._handler is not None
             or type(self).work_with_params is not Worker.work_with_params
         )
-        # Nothing but `work(msg)` between the delivery and its settle: `_process` takes the
-        # short path (while metrics stay NullMetrics).
-        self._plain = not self._needs_params
 
     @classmethod
     def handler_spec(cls) -> Any:
@@ -177,7 +174,8 @@ class Worker:
     def _process(self, delivery: "_engine.Delivery") -> str:
         """Runs one delivery through middleware and work, settles it, sends the metrics. The
         delivery is settled whatever the metrics object or a custom handler does."""
-        if self._plain and type(self.metrics) is NullMetrics:
+        # Nothing but `work(msg)` between the delivery and its settle, and no metrics to send.
+        if not self._needs_params and type(self.metrics) is NullMetrics:
             return self._process_plain(delivery)
         info, meta = self._begin(delivery)
         msg: Any = None
@@ -201,7 +199,7 @@ class Worker:
                 result = self._waited(result)
         except Exception as e:
             return self._finish(delivery, None, e, msg, None, None)
-        outcome = result if isinstance(result, str) and result in OUTCOMES else "noop"
+        outcome = _outcome(result)
         delivery.settle(outcome)
         return outcome
 
@@ -240,7 +238,7 @@ class Worker:
         """Reports `error`, runs the custom handler, settles, sends the metrics."""
         error_info = None
         if error is None:
-            outcome = result if isinstance(result, str) and result in OUTCOMES else "noop"
+            outcome = _outcome(result)
         else:
             outcome = "error"
             error_info = (type(error).__qualname__, str(error), backtrace(error))
@@ -298,6 +296,11 @@ class Worker:
                 reporter(error, self, context)
             except Exception:
                 self.logger.exception("error reporter %r failed", reporter)
+
+
+def _outcome(result: Any) -> str:
+    """What `work` returned, as the outcome to settle with: anything but an outcome is noop."""
+    return result if isinstance(result, str) and result in OUTCOMES else "noop"
 
 
 def backtrace(error: BaseException) -> List[str]:
