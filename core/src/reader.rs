@@ -9,11 +9,14 @@
 //! like any other thread would.
 //!
 //! The I/O thread keeps waiting on the socket too (transport.rs): it reads whenever no host
-//! thread watches, because all are busy. Both epoll sets watch the socket with
-//! `EPOLLEXCLUSIVE`, and the host threads' set registered it first: the kernel wakes the first
-//! exclusive waiter in registration order that has a thread in `epoll_wait`, so a burst wakes
-//! the watching host thread in place of the I/O thread, and the I/O thread when no host thread
-//! watches. Frames for lapin that a host thread reads wait in the demux, and the I/O thread is
+//! thread watches, because all are busy. While a host thread watches, the socket is taken out
+//! of the I/O thread's epoll set ([`Reader::io_poller`]) and put back when the watch ends.
+//! Both sets register it with `EPOLLEXCLUSIVE`, the host threads' first, which only decides
+//! the moments in between. Leaving the socket in both sets was not enough: a burst that comes
+//! in several TCP segments woke the watching thread with the first, and the I/O thread with the
+//! next, because once woken the host thread's set has no thread waiting and an exclusive
+//! wake-up passes on to the next set; at prefetch 10 that was one wake-up of the I/O thread per
+//! window. Frames for lapin that a host thread reads wait in the demux, and the I/O thread is
 //! nudged to hand them over.
 
 use crate::inbound::{Demux, Inboxes};
@@ -72,6 +75,24 @@ pub(crate) fn epoll_for(
     Ok(poller)
 }
 
+/// Adds `socket` to `poller`'s set (exclusively, for input, as [`epoll_for`] does) or takes it
+/// out.
+fn epoll_socket(poller: &OwnedFd, socket: &TcpStream, add: bool) -> io::Result<()> {
+    let (op, events) = match add {
+        true => (libc::EPOLL_CTL_ADD, libc::EPOLLIN | libc::EPOLLEXCLUSIVE),
+        false => (libc::EPOLL_CTL_DEL, 0),
+    };
+    let mut event = libc::epoll_event {
+        events: events as u32,
+        u64: 0,
+    };
+    // SAFETY: both descriptors are live; the event is read during the call only.
+    match unsafe { libc::epoll_ctl(poller.as_raw_fd(), op, socket.as_raw_fd(), &mut event) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 /// Waits on `poller` for up to `timeout`; true when something in it is ready.
 pub(crate) fn epoll_wait(poller: &OwnedFd, timeout: Duration) -> io::Result<bool> {
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
@@ -96,6 +117,9 @@ pub(crate) struct Reader {
     demux: Mutex<Demux>,
     /// The watching host thread's epoll set: the socket, and `alarm` (level-triggered).
     poller: OwnedFd,
+    /// lapin's I/O thread's epoll set: the socket while no host thread watches it, and the
+    /// wire's nudge (transport.rs).
+    io_poller: Arc<OwnedFd>,
     /// Takes the watching host thread out of its wait (drained by that thread).
     alarm: OwnedFd,
     /// A host thread holds the [`Watch`].
@@ -112,19 +136,30 @@ impl std::fmt::Debug for Reader {
 }
 
 impl Reader {
-    /// Registers the socket with the host threads' epoll set: create it before the I/O
-    /// thread's set registers the socket, so that a watching host thread is woken first.
-    pub(crate) fn new(socket: Arc<TcpStream>, inboxes: Arc<Inboxes>) -> io::Result<Self> {
+    /// Registers the socket with the host threads' epoll set, then with the I/O thread's, which
+    /// also waits on `nudge` (edge-triggered).
+    pub(crate) fn new(
+        socket: Arc<TcpStream>,
+        inboxes: Arc<Inboxes>,
+        nudge: &OwnedFd,
+    ) -> io::Result<Self> {
         let alarm = eventfd()?;
         let poller = epoll_for(&socket, &alarm, false)?;
+        let io_poller = Arc::new(epoll_for(&socket, nudge, true)?);
         Ok(Reader {
             socket,
             demux: Mutex::new(Demux::new(inboxes)),
             poller,
+            io_poller,
             alarm,
             watched: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         })
+    }
+
+    /// The epoll set lapin's I/O thread waits on (see the module docs).
+    pub(crate) fn io_poller(&self) -> Arc<OwnedFd> {
+        self.io_poller.clone()
     }
 
     pub(crate) fn demux(&self) -> MutexGuard<'_, Demux> {
@@ -165,6 +200,11 @@ impl Wire {
         let reader = self.reader()?;
         if reader.closed.load(SeqCst) || reader.watched.swap(true, SeqCst) {
             return None;
+        }
+        // Only the watch's holder takes the socket out and puts it back, so the two alternate.
+        // A failure leaves it in the I/O thread's set, as before the watch: a wake-up more.
+        if let Err(e) = epoll_socket(&reader.io_poller, &reader.socket, false) {
+            log::debug!("taking the socket from the I/O thread's wait: {e}");
         }
         Some(Watch {
             reader,
@@ -255,8 +295,19 @@ impl Watch {
 }
 
 impl Drop for Watch {
+    /// Gives the socket back to the I/O thread's wait before another thread may watch: what
+    /// is already there wakes it at once.
     fn drop(&mut self) {
-        self.reader.watched.store(false, SeqCst);
+        let reader = &self.reader;
+        match epoll_socket(&reader.io_poller, &reader.socket, true) {
+            // Still there: the watch could not take it out.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            // The I/O thread would only see the socket once it is quiet for `HOT` and waits on
+            // tokio's reactor instead (transport.rs).
+            Err(e) => log::warn!("giving the socket back to lapin's I/O thread: {e}"),
+            Ok(()) => {}
+        }
+        reader.watched.store(false, SeqCst);
     }
 }
 
@@ -346,6 +397,55 @@ mod tests {
         assert!(start.elapsed() < long);
         drop(watch);
         assert!(wire.watch().is_none(), "nobody watches a stream that ended");
+    }
+
+    /// While a host thread watches, data does not wake the I/O thread's wait at all; the end
+    /// of the watch gives the socket back, and what came meanwhile wakes it at once.
+    #[test]
+    fn the_io_thread_waits_on_the_socket_only_while_no_host_thread_watches() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let wire = Wire::new().unwrap();
+        let kit = rt.block_on(async { DirectKit::current(wire.clone(), true) });
+        let _stream = rt
+            .block_on(kit.tcp_connect_addr(listener.local_addr().unwrap()))
+            .unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        let reader = wire.reader().expect("plain TCP");
+        let io_wait = || epoll_wait(&reader.io_poller(), Duration::from_millis(200)).unwrap();
+
+        let watch = wire.watch().expect("nobody watches yet");
+        // Several writes: several segments, as a burst of deliveries often comes.
+        for _ in 0..3 {
+            peer.write_all(b"x").unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            watch.wait(Duration::from_secs(5)),
+            "the watching thread is woken"
+        );
+        assert!(
+            !io_wait(),
+            "the I/O thread's set does not hold the socket during a watch"
+        );
+        drop(watch);
+        assert!(
+            io_wait(),
+            "the unread data wakes the I/O thread once the watch ends"
+        );
+
+        // Taken out and given back at every watch, not only the first.
+        let mut buf = [0u8; 8];
+        while io::Read::read(&mut &*reader.socket, &mut buf).is_ok() {}
+        let watch = wire.watch().expect("given up by the last watcher");
+        peer.write_all(b"y").unwrap();
+        assert!(!io_wait());
+        drop(watch);
+        assert!(io_wait());
     }
 
     /// The design rests on this kernel behaviour: of two epoll sets watching one socket with

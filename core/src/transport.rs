@@ -390,12 +390,17 @@ impl Reactor for DirectKit {
                 .await
                 .map_err(io::Error::other)??;
             let socket = Arc::new(socket);
-            // Before the I/O thread's epoll set: a host thread watching is woken first.
-            let reader = match plain {
-                true => Some(Arc::new(Reader::new(socket.clone(), wire.inboxes.clone())?)),
-                false => None,
+            // On plain TCP the reader keeps the I/O thread's epoll set: host threads take the
+            // socket out of it while one of them watches (reader.rs).
+            let (reader, poller) = match plain {
+                true => {
+                    let reader =
+                        Reader::new(socket.clone(), wire.inboxes.clone(), &wire.nudge.event)?;
+                    let poller = reader.io_poller();
+                    (Some(Arc::new(reader)), poller)
+                }
+                false => (None, Arc::new(epoll_for(&socket, &wire.nudge.event, true)?)),
             };
-            let poller = epoll_for(&socket, &wire.nudge.event, true)?;
             if plain {
                 let mut out = wire.out();
                 out.socket = Some(socket.clone());
@@ -451,8 +456,9 @@ pub(crate) struct DirectStream {
     /// `socket`, so it is dropped first.
     reactor: Option<AsyncFd<Registered>>,
     /// The I/O thread's own epoll set: the socket (exclusively, after the host threads' set;
-    /// reader.rs) and the nudge, edge-triggered (see [`Nudge`]).
-    poller: OwnedFd,
+    /// on plain TCP only while no host thread watches it, reader.rs) and the nudge,
+    /// edge-triggered (see [`Nudge`]).
+    poller: Arc<OwnedFd>,
     /// Shared with [`Wire`] on plain TCP, for the settlers' frames.
     socket: Arc<TcpStream>,
     /// On plain TCP: what is read goes through its demux, and lapin reads what that passes on.
