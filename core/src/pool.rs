@@ -142,8 +142,8 @@ impl Drop for PoolShared {
 /// sooner: a thread that finishes a 10 µs `work` takes the next message for less than it costs
 /// to wake another (with 10 threads at prefetch 10, a third of the CPU per message went to
 /// those wake-ups). Busy threads keep at most [`BACKLOG_PER_BUSY_THREAD`] of expected work
-/// queued each; beyond it, or when none of them came back within [`BUSY_CHECK`] (a `work`
-/// that ran long this time), sleepers are woken as before.
+/// queued each, and only work shorter than that; beyond it, or when none of them came back
+/// within [`BUSY_CHECK`] (a `work` that ran long this time), sleepers are woken as before.
 #[derive(Debug)]
 struct State {
     queue: VecDeque<Delivery>,
@@ -165,13 +165,25 @@ struct State {
 }
 
 /// How much queued work (at the average work time) each busy thread may have waiting for it
-/// before a sleeper is woken instead.
-const BACKLOG_PER_BUSY_THREAD: Duration = Duration::from_micros(100);
+/// before a sleeper is woken instead; work that takes longer than this wakes a sleeper
+/// whatever the backlog. Under a GVL/GIL a woken thread cannot run beside the busy one, only
+/// take a delivery and wait for the lock: at 100 us, a window of ten 10 us Ruby jobs sat on
+/// the threshold and woke a thread every third window (docs/performance.md).
+const BACKLOG_PER_BUSY_THREAD: Duration = Duration::from_micros(300);
 /// How soon deliveries left to busy threads are looked at again: if no busy thread came back
 /// meanwhile, sleepers are woken for them.
 const BUSY_CHECK: Duration = Duration::from_millis(1);
 /// The average work time assumed before any work was seen: long, so nothing waits at first.
 const INITIAL_WORK: Duration = Duration::from_millis(1);
+
+/// Whether `unclaimed` deliveries may wait for the `coming` threads (busy, or waking) rather
+/// than wake a sleeper, with `work_ns` the average work time (see [`BACKLOG_PER_BUSY_THREAD`]).
+fn leave_to_busy(unclaimed: usize, coming: usize, work_ns: u64) -> bool {
+    let allowance = BACKLOG_PER_BUSY_THREAD.as_nanos() as u64;
+    // A long job is never left waiting for a busy thread: the first of them to come back may
+    // be a whole job away, where a wake-up costs tens of microseconds.
+    work_ns <= allowance && unclaimed as u64 * work_ns <= coming as u64 * allowance
+}
 
 /// What a new or remaining delivery calls for.
 enum Wake {
@@ -209,9 +221,7 @@ impl State {
             return Wake::Nobody;
         }
         // Threads waking take their delivery, then help with the rest like busy ones.
-        let backlog_ns = unclaimed as u64 * self.work_ns;
-        let coming = (self.busy + self.waking) as u64;
-        if backlog_ns <= coming * BACKLOG_PER_BUSY_THREAD.as_nanos() as u64 {
+        if leave_to_busy(unclaimed, self.busy + self.waking, self.work_ns) {
             return if self.check_armed {
                 Wake::Nobody
             } else {
@@ -589,5 +599,29 @@ impl Pool {
                     .expect("spawn a work thread")
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: u64 = 1_000;
+
+    #[test]
+    fn short_work_is_left_to_busy_threads_up_to_their_allowance() {
+        // A window of ten Ruby jobs of 20 us: one thread gets through the nine queued sooner
+        // than another could be woken and take the GVL.
+        assert!(leave_to_busy(9, 1, 20 * US));
+        assert!(!leave_to_busy(20, 1, 20 * US), "400 us for one thread");
+        assert!(leave_to_busy(20, 2, 20 * US));
+    }
+
+    #[test]
+    fn long_work_wakes_a_sleeper_whatever_the_backlog() {
+        // One delivery queued behind ten busy threads with 2 ms jobs: 2 ms of backlog is within
+        // ten allowances, but the first thread back may be a whole job away.
+        assert!(!leave_to_busy(1, 10, 2_000 * US));
+        assert!(leave_to_busy(1, 10, 300 * US));
     }
 }
