@@ -1,7 +1,8 @@
 # A Sneakers-style worker on cleats (the gem), run in this process by Cleats::WorkerSet as each
 # `sneakers work` child does. Usage: ruby cleats_worker.rb QUEUE PREFETCH THREADS MODE
 # MODE: ack (work acks), json (JSON.parse then ack), latency (records publish-to-work lag),
-# varied (0-4 ms of sleep), spin (a CPU-bound loop of BENCH_SPIN iterations).
+# varied (0-4 ms of sleep), pause (a BENCH_PAUSE-second sleep), spin (a CPU-bound loop of
+# BENCH_SPIN iterations).
 require 'sneakers'
 require 'json'
 require_relative 'harness'
@@ -40,6 +41,15 @@ class BenchWorker
     # threads finish out of order. Used by bench/ab.py --mode varied.
     def work(_msg)
       sleep(rand * 0.004)
+      BenchHarness.hit
+      ack!
+    end
+  when 'pause'
+    # A short job that waits without the GVL, as a cache or database call does: sleep for
+    # BENCH_PAUSE seconds (default 0.0001). Used by bench/ab.py --mode pause.
+    PAUSE = Float(ENV.fetch('BENCH_PAUSE', '0.0001'))
+    def work(_msg)
+      sleep(PAUSE)
       BenchHarness.hit
       ack!
     end
