@@ -31,9 +31,12 @@ def main() -> None:
                     help="a cleats contender of bench/run.py (cleats-ruby, cleats-py-sync, ...)")
     ap.add_argument("--mode", help="the worker's work instead of the contender's own, e.g. "
                     "varied (bench/workers/cleats_worker.rb: 0-4 ms of sleep, out of order) or "
-                    "spin (a CPU-bound loop of BENCH_SPIN steps)")
+                    "pause (a sleep of BENCH_PAUSE seconds, without the GVL) or spin (a CPU-bound "
+                    "loop of BENCH_SPIN steps)")
     ap.add_argument("--prefetch", type=int, default=10)
     ap.add_argument("--threads", type=int, default=10)
+    ap.add_argument("--procs", type=int, default=1, help="worker processes per run (CPU per "
+                    "message sums them; per-thread figures are the first process's)")
     ap.add_argument("--reps", type=int, default=6, help="runs of each build")
     ap.add_argument("-n", type=int, default=200_000, help="messages per run")
     args = ap.parse_args()
@@ -55,7 +58,7 @@ def main() -> None:
         # Alternating the order keeps a machine that drifts from favouring one side.
         for side in ("A", "B") if rep % 2 == 0 else ("B", "A"):
             os.environ[variable] = homes[side]
-            r = run.drain_once(args.contender, args.n, args.prefetch, args.threads, 1)
+            r = run.drain_once(args.contender, args.n, args.prefetch, args.threads, args.procs)
             results[side].append(r)
             threads = {k: round(v * 1e6 / args.n, 1)
                        for k, v in r.get("threads_cpu_s", {}).items() if v > 0.05}
