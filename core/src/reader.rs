@@ -315,7 +315,7 @@ impl Drop for Watch {
 mod tests {
     use super::*;
     use crate::inbound::tests::{delivery, frame, Count};
-    use crate::transport::DirectKit;
+    use crate::transport::{DirectKit, DirectStream};
     use async_rs::traits::Reactor;
     use futures_io::AsyncRead;
     use std::io::Write;
@@ -325,8 +325,9 @@ mod tests {
     use std::task::{Context, Waker};
     use std::time::Instant;
 
-    #[test]
-    fn a_watching_host_thread_reads_deliveries_for_their_inbox_and_passes_the_rest_to_lapin() {
+    /// A plain-TCP connection made through the engine's kit (its I/O thread never polled), and
+    /// the peer's end of it. The runtime must outlive the stream.
+    fn plain_connection() -> (tokio::runtime::Runtime, Arc<Wire>, DirectStream, TcpStream) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -335,10 +336,16 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let wire = Wire::new().unwrap();
         let kit = rt.block_on(async { DirectKit::current(wire.clone(), true) });
-        let mut stream = rt
+        let stream = rt
             .block_on(kit.tcp_connect_addr(listener.local_addr().unwrap()))
             .unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        (rt, wire, stream, peer)
+    }
+
+    #[test]
+    fn a_watching_host_thread_reads_deliveries_for_their_inbox_and_passes_the_rest_to_lapin() {
+        let (rt, wire, mut stream, mut peer) = plain_connection();
         let inbox = wire.consume(1).expect("plain TCP");
         let long = Duration::from_secs(30);
 
@@ -403,18 +410,7 @@ mod tests {
     /// of the watch gives the socket back, and what came meanwhile wakes it at once.
     #[test]
     fn the_io_thread_waits_on_the_socket_only_while_no_host_thread_watches() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let wire = Wire::new().unwrap();
-        let kit = rt.block_on(async { DirectKit::current(wire.clone(), true) });
-        let _stream = rt
-            .block_on(kit.tcp_connect_addr(listener.local_addr().unwrap()))
-            .unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
+        let (_rt, wire, _stream, mut peer) = plain_connection();
         let reader = wire.reader().expect("plain TCP");
         let io_wait = || epoll_wait(&reader.io_poller(), Duration::from_millis(200)).unwrap();
 
