@@ -79,16 +79,22 @@ fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
     by_name
 }
 
-/// User+sys CPU seconds of the local broker (beam.smp), 0 when none runs here: the broker's CPU
-/// per message is reported beside ours.
+/// User+sys CPU seconds of the local broker, 0 when none runs here: the broker's CPU per message
+/// is reported beside ours. The broker is the beam.smp started with `-s rabbit boot`; rabbitmqctl
+/// runs in a beam.smp too, and taking one of those made a run's figure negative.
 fn broker_cpu() -> f64 {
+    let is_broker = |argv: &[u8]| {
+        let argv: Vec<&[u8]> = argv.split(|&b| b == 0).collect();
+        argv[0].ends_with(b"beam.smp")
+            && argv
+                .windows(3)
+                .any(|w| w == [&b"-s"[..], &b"rabbit"[..], &b"boot"[..]])
+    };
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
-        .find(|p| {
-            std::fs::read_to_string(p.path().join("comm")).is_ok_and(|c| c.trim() == "beam.smp")
-        })
+        .find(|p| std::fs::read(p.path().join("cmdline")).is_ok_and(|a| is_broker(&a)))
         .map_or(0.0, |p| stat_cpu(&p.path().join("stat")).1)
 }
 

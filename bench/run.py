@@ -160,15 +160,18 @@ def proc_status(pid: int, key: str) -> int:
 
 
 def broker_pid() -> int | None:
-    """The local RabbitMQ (beam.smp), to report the broker's CPU per message beside the worker's."""
+    """The local RabbitMQ, to report the broker's CPU per message beside the worker's: the beam.smp
+    started with `-s rabbit boot`, not one of rabbitmqctl's, which run in a beam.smp too."""
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                with open(f"/proc/{pid}/comm") as f:
-                    if f.read().strip() == "beam.smp":
-                        return int(pid)
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
             except OSError:
-                pass
+                continue
+            if os.path.basename(argv[0]) == b"beam.smp" and any(
+                    argv[i:i + 3] == [b"-s", b"rabbit", b"boot"] for i in range(len(argv))):
+                return int(pid)
     return None
 
 
