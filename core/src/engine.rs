@@ -102,6 +102,8 @@ impl Engine {
     pub fn new(global: &Options) -> Result<Self> {
         let merged = merge_layers(&[global]);
         let config = EngineConfig::from_options(&merged)?;
+        // Before the host starts the work threads (malloc_arenas.rs).
+        crate::malloc_arenas::cap_for_workers();
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 guard: ProcessGuard::new(),

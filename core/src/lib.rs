@@ -38,6 +38,7 @@ pub mod fields;
 pub mod handlers;
 mod inbound;
 pub mod logging;
+pub mod malloc_arenas;
 pub mod metrics;
 pub mod pool;
 pub mod publisher;
