@@ -5,9 +5,10 @@
 //! allocate (the host's work threads, which decode deliveries into host strings, and the
 //! engine's runtime and I/O threads); each host thread that ever took a burst of work kept
 //! 0.3-1.6 MiB in its arena, so a Ruby worker peaked 2.6-4.8 MiB above a Bunny one, whose
-//! threads hardly allocate outside the main arena. Two arenas brought it below Bunny's (with or without the
-//! same setting for Bunny) at the same rates, in Ruby and in Python (docs/performance.md): the
-//! host's threads mostly take turns under the GVL/GIL, so they seldom contend for an arena.
+//! threads hardly allocate outside the main arena. Two arenas brought it below Bunny's (with or
+//! without the same setting for Bunny) at the same rates, in Ruby and in Python
+//! (docs/performance.md): the host's threads mostly take turns under the GVL/GIL, so they seldom
+//! contend for an arena.
 //!
 //! This is the `MALLOC_ARENA_MAX=2` often recommended for Ruby servers, applied by the engine:
 //! a user who sets `MALLOC_ARENA_MAX` (or `glibc.malloc.arena_max` in `GLIBC_TUNABLES`) keeps
@@ -16,27 +17,23 @@
 //! so a process that already ran more than eight allocating threads keeps its arenas.
 
 use std::ffi::OsStr;
-use std::sync::OnceLock;
+use std::sync::Once;
 
 /// The arenas of a process that runs an engine.
 pub const WORKER_ARENAS: i32 = 2;
 
-/// Caps this process's malloc arenas at [`WORKER_ARENAS`], once, unless the user chose a number.
-/// Returns the cap applied; `None` where the user chose, or where the C library is not glibc.
-pub(crate) fn cap_for_workers() -> Option<i32> {
-    static APPLIED: OnceLock<Option<i32>> = OnceLock::new();
-    *APPLIED.get_or_init(|| {
+/// Caps this process's malloc arenas at [`WORKER_ARENAS`], once, unless the user chose a number
+/// (or the C library is not glibc).
+pub(crate) fn cap_for_workers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
         let arena_max = std::env::var_os("MALLOC_ARENA_MAX");
         let tunables = std::env::var_os("GLIBC_TUNABLES");
         if user_chose(arena_max.as_deref(), tunables.as_deref()) {
             log::debug!("malloc arenas: leaving MALLOC_ARENA_MAX / GLIBC_TUNABLES as set");
-            return None;
-        }
-        let applied = set_arena_max(WORKER_ARENAS);
-        if applied.is_some() {
+        } else if set_arena_max(WORKER_ARENAS) {
             log::debug!("malloc arenas capped at {WORKER_ARENAS} (MALLOC_ARENA_MAX overrides)");
         }
-        applied
     })
 }
 
@@ -51,14 +48,14 @@ fn user_chose(arena_max: Option<&OsStr>, tunables: Option<&OsStr>) -> bool {
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn set_arena_max(n: i32) -> Option<i32> {
+fn set_arena_max(n: i32) -> bool {
     // SAFETY: mallopt only sets a parameter of the allocator; glibc takes its own lock.
-    (unsafe { libc::mallopt(libc::M_ARENA_MAX, n) } == 1).then_some(n)
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, n) == 1 }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn set_arena_max(_n: i32) -> Option<i32> {
-    None
+fn set_arena_max(_n: i32) -> bool {
+    false
 }
 
 #[cfg(test)]
